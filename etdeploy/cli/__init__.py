@@ -1,0 +1,1 @@
+"""Command-line interface (click). Thin: parse, call the library, format."""

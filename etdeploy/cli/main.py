@@ -1,0 +1,83 @@
+"""``etdeploy`` entry point: a lazy click group plus uniform error handling.
+
+Sub-commands live in small modules (``etdeploy/cli/*_cmds.py``) that import only click at module
+level; heavy imports (torch, onnx) happen inside each command so ``etdeploy --help`` is instant.
+User errors (:class:`etdeploy.errors.EtdeployError`) print one line ``error: ...`` and exit 2;
+anything else prints ``internal error: ...`` and exits 1. ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+
+import click
+
+# command name -> "module:attribute"; one line per command (keep sorted by pipeline order).
+COMMANDS: dict[str, str] = {
+    "data": "etdeploy.cli.data_cmds:data",
+    "train": "etdeploy.cli.train_cmds:train",
+    "evaluate": "etdeploy.cli.train_cmds:evaluate",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(package_name="etdeploy", prog_name="etdeploy")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """etdeploy: rank, prune, slice, export, explain and size image classifiers for flight processors.
+
+    Pipeline: data -> train -> rank -> prune/sweep -> export -> parity -> explain -> fit -> report.
+    Run `etdeploy demo` for the whole pipeline on the bundled MSL subset.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def main(argv: list[str] | None = None) -> int:
+    from etdeploy.errors import EtdeployError
+
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="etdeploy", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        return 2
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except EtdeployError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {exc.one_line()}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+        if debug:
+            traceback.print_exc()
+        click.echo(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
+        return 1
+    return 0
+
+
+def entry_point() -> None:
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""``etdeploy train`` and ``etdeploy evaluate``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from etdeploy.cli.options import data_options, open_data_from_options, progress_option
+
+
+@click.command()
+@click.option("--arch", default="alexnet-mini", show_default=True,
+              help="alexnet, alexnet-mini, vgg16, sequential-cnn, or package.module:factory.")
+@data_options
+@click.option("--epochs", type=click.IntRange(min=0), default=30, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weight init, batch order, augmentation.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate (the paper's 1e-3).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--input-size", type=click.IntRange(min=8), default=None, help="Square input size (default per arch).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="New output directory.")
+@click.option("--force", is_flag=True, help="Replace an existing output directory.")
+@progress_option
+def train(arch, data, grouping, recipe, cap, data_seed, epochs, seed, lr, batch_size, input_size, out, force,
+          progress) -> None:
+    """Train a model from scratch (deterministic, best-on-validation) and save it to OUT."""
+    from etdeploy.api import train_model
+
+    ds = open_data_from_options(data, grouping, recipe, cap, data_seed)
+    _, metrics = train_model(arch, ds, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
+                             input_size=input_size, out=out, force=force, progress=progress)
+    ev = metrics["evaluation"]
+    click.echo(f"trained {arch} ({metrics['parameters']:,} parameters), best epoch "
+               f"{metrics['training']['best_epoch']}: train/val/test accuracy "
+               f"{ev['train']['accuracy']:.3f}/{ev['val']['accuracy']:.3f}/{ev['test']['accuracy']:.3f}")
+    click.echo(f"model: {out}")
+
+
+@click.command()
+@click.option("--model", "model_dir", required=True, type=click.Path(), help="Model directory.")
+@data_options
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@progress_option
+def evaluate(model_dir, data, grouping, recipe, cap, data_seed, split, as_json, progress) -> None:
+    """Accuracy, per-class accuracy and confusion matrix of a saved model on one split."""
+    from etdeploy.api import evaluate_model
+    from etdeploy.models import load_model
+
+    model = load_model(model_dir)
+    ds = open_data_from_options(data, grouping, recipe, cap, data_seed)
+    if tuple(ds.classes) != tuple(model.spec.class_names):
+        from etdeploy.errors import DataError
+
+        raise DataError(f"data classes {list(ds.classes)} differ from the model's {list(model.spec.class_names)}",
+                        model_dir)
+    result = evaluate_model(model, ds, split, progress=progress)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    click.echo(f"{split}: accuracy {result['accuracy']:.4f} on {result['n']} images, loss {result['loss']:.4f}")
+    for name, acc in zip(result["classes"], result["per_class_accuracy"]):
+        click.echo(f"  {name:<20} {'n/a' if acc is None else f'{acc:.4f}'}")
+    click.echo("confusion (rows: true, columns: predicted):")
+    for row in result["confusion"]:
+        click.echo("  " + " ".join(f"{v:>5}" for v in row))

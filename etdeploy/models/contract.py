@@ -1,0 +1,191 @@
+"""The structural contract every etdeploy model follows, and the views later stages take of it.
+
+A model has two children:
+
+- ``features``: an ``nn.Sequential`` of local ops (Conv2d, pooling, LocalResponseNorm, ReLU and
+  other pointwise activations, BatchNorm2d, Dropout);
+- ``classifier``: an ``nn.Sequential`` ``Flatten -> (Linear -> act [-> Dropout])* -> Linear``,
+  optionally with :class:`NeuronMask` modules after the Flatten and after each hidden activation.
+
+The ranked ("dense") layers are named from the classifier: ``flatten`` is the Flatten output,
+``dense1``, ``dense2``... the outputs of the hidden Linear+activation blocks. Splitting the network at
+one of them gives ``F(x) = G(H(x))`` (METHOD.md section 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from etdeploy.errors import ContractError
+from etdeploy.models.masks import NeuronMask
+
+LOCAL_FEATURE_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Conv2d,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.LocalResponseNorm,
+    nn.BatchNorm2d,
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.ReLU6,
+    nn.Hardtanh,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Identity,
+)
+ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.LeakyReLU, nn.ReLU6)
+PASS_THROUGH_TYPES: tuple[type[nn.Module], ...] = (nn.Dropout, nn.Identity)
+
+
+@dataclass(frozen=True)
+class DenseLayer:
+    """One ranked layer of the classifier.
+
+    ``split`` is the index in ``classifier`` where ``G`` starts (everything before it, including the
+    layer's own mask, belongs to ``H``); ``mask_index`` is the classifier index of its NeuronMask
+    (``None`` when the model carries no masks); ``linear_index`` the Linear producing it (``None``
+    for ``flatten``); ``next_linear_index`` the Linear that consumes it.
+    """
+
+    name: str
+    width: int
+    split: int
+    mask_index: int | None
+    linear_index: int | None
+    next_linear_index: int
+
+
+def _check_features(model: nn.Module) -> None:
+    features = getattr(model, "features", None)
+    if not isinstance(features, nn.Sequential):
+        raise ContractError("model has no nn.Sequential 'features' part")
+    for index, module in enumerate(features):
+        if not isinstance(module, LOCAL_FEATURE_TYPES):
+            raise ContractError(
+                f"features[{index}] is {type(module).__name__}; only local ops are supported "
+                f"({', '.join(t.__name__ for t in LOCAL_FEATURE_TYPES)})"
+            )
+
+
+def dense_layers(model: nn.Module) -> list[DenseLayer]:
+    """Validate the classifier and list its ranked layers in order (``flatten``, ``dense1``...)."""
+    _check_features(model)
+    classifier = getattr(model, "classifier", None)
+    if not isinstance(classifier, nn.Sequential):
+        raise ContractError("model has no nn.Sequential 'classifier' part")
+    modules = list(classifier)
+    if not modules or not isinstance(modules[0], nn.Flatten):
+        raise ContractError("classifier must start with nn.Flatten")
+    linears = [i for i, m in enumerate(modules) if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ContractError("classifier has no nn.Linear layer")
+    if linears[-1] != len(modules) - 1:
+        raise ContractError("classifier must end with the output nn.Linear (no activation after it)")
+
+    layers: list[DenseLayer] = []
+    i = 1
+    mask_index = None
+    if i < len(modules) and isinstance(modules[i], NeuronMask):
+        mask_index = i
+        i += 1
+    first_linear = modules[linears[0]]
+    layers.append(DenseLayer("flatten", first_linear.in_features, i, mask_index, None, linears[0]))
+    if i != linears[0]:
+        raise ContractError(f"classifier[{i}] must be the first nn.Linear, found {type(modules[i]).__name__}")
+
+    for k, lin_idx in enumerate(linears[:-1], start=1):
+        j = lin_idx + 1
+        if j >= len(modules) or not isinstance(modules[j], ACTIVATION_TYPES):
+            raise ContractError(
+                f"classifier[{lin_idx}] (hidden nn.Linear) must be followed by an activation "
+                f"({', '.join(t.__name__ for t in ACTIVATION_TYPES)})"
+            )
+        j += 1
+        mask_index = None
+        if j < len(modules) and isinstance(modules[j], NeuronMask):
+            mask_index = j
+            j += 1
+        split = j
+        while j < len(modules) and isinstance(modules[j], PASS_THROUGH_TYPES):
+            j += 1
+        if j != linears[k]:
+            raise ContractError(
+                f"classifier[{j}] is {type(modules[j]).__name__}; expected Dropout or the next nn.Linear"
+            )
+        width = modules[lin_idx].out_features
+        if modules[linears[k]].in_features != width:
+            raise ContractError(f"classifier[{linears[k]}] in_features does not match dense{k} width {width}")
+        layers.append(DenseLayer(f"dense{k}", width, split, mask_index, lin_idx, linears[k]))
+    return layers
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    return [layer.name for layer in dense_layers(model)]
+
+
+def get_dense_layer(model: nn.Module, name: str) -> DenseLayer:
+    layers = dense_layers(model)
+    for layer in layers:
+        if layer.name == name:
+            return layer
+    valid = ", ".join(layer.name for layer in layers)
+    raise ContractError(f"unknown layer {name!r}; valid layers: {valid}")
+
+
+class _Prefix(nn.Module):
+    """``H``: features then the first ``split`` classifier modules. ``(batch, C, H, W) -> (batch, m)``."""
+
+    def __init__(self, features: nn.Module, head: nn.Sequential):
+        super().__init__()
+        self.features = features
+        self.head = head
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def split_model(model: nn.Module, name: str) -> tuple[nn.Module, nn.Sequential]:
+    """Return ``(H, G)`` sharing parameters with ``model`` such that ``model(x) == G(H(x))``.
+
+    ``H``: ``(batch, C, H, W) -> (batch, m)`` ends with the layer's own mask if present;
+    ``G``: ``(batch, m) -> (batch, n)`` logits, containing every later mask.
+    """
+    layer = get_dense_layer(model, name)
+    modules = list(model.classifier)
+    head = nn.Sequential(*modules[: layer.split])
+    tail = nn.Sequential(*modules[layer.split :])
+    return _Prefix(model.features, head), tail
+
+
+def masks(model: nn.Module) -> dict[str, NeuronMask]:
+    """The NeuronMask of each ranked layer that has one, by layer name."""
+    out: dict[str, NeuronMask] = {}
+    for layer in dense_layers(model):
+        if layer.mask_index is not None:
+            out[layer.name] = model.classifier[layer.mask_index]
+    return out
+
+
+def with_masks(model: nn.Module) -> nn.Module:
+    """Insert an all-ones NeuronMask after every ranked layer that lacks one (in place); returns model."""
+    layers = dense_layers(model)
+    modules = list(model.classifier)
+    inserts = [layer for layer in layers if layer.mask_index is None]
+    for layer in sorted(inserts, key=lambda lay: lay.split, reverse=True):
+        modules.insert(layer.split, NeuronMask(layer.width))
+    model.classifier = nn.Sequential(*modules)
+    dense_layers(model)
+    return model
+
+
+def without_masks(model: nn.Module) -> nn.Module:
+    """Remove every NeuronMask from the classifier (in place); returns model. Use after slicing."""
+    model.classifier = nn.Sequential(*[m for m in model.classifier if not isinstance(m, NeuronMask)])
+    dense_layers(model)
+    return model
+
+
+def has_masks(model: nn.Module) -> bool:
+    return any(isinstance(m, NeuronMask) for m in model.classifier)

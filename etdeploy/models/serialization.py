@@ -1,0 +1,240 @@
+"""Save and load models: weights as safetensors plus a JSON spec describing the exact structure.
+
+No pickle anywhere. The structure is stored layer by layer (only the layer types the model
+contract allows), so sliced models with non-standard widths reload exactly and loading never runs
+code from the model directory.
+"""
+
+from __future__ import annotations
+
+import json
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from etdeploy.errors import ModelError
+from etdeploy.fileio import StagedDir, atomic_write_bytes, canonical_json
+from etdeploy.models.masks import NeuronMask
+from etdeploy.models.zoo import ETModel, ModelSpec
+
+SPEC_FILE = "spec.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_VERSION = 1
+MAX_WEIGHTS_BYTES = 4 * 1024**3
+
+
+def _pair(v: Any) -> list[int]:
+    return [int(v), int(v)] if isinstance(v, int) else [int(x) for x in v]
+
+
+def describe_module(m: nn.Module) -> dict[str, Any]:
+    """One layer as a JSON-able dict; the inverse of :func:`build_module`."""
+    if isinstance(m, nn.Conv2d):
+        if isinstance(m.padding, str):
+            raise ModelError(f"Conv2d with string padding {m.padding!r} is not supported")
+        return {"type": "Conv2d", "in_channels": m.in_channels, "out_channels": m.out_channels,
+                "kernel_size": _pair(m.kernel_size), "stride": _pair(m.stride),
+                "padding": _pair(m.padding), "dilation": _pair(m.dilation), "groups": m.groups,
+                "bias": m.bias is not None}
+    if isinstance(m, nn.MaxPool2d):
+        return {"type": "MaxPool2d", "kernel_size": _pair(m.kernel_size),
+                "stride": _pair(m.stride if m.stride is not None else m.kernel_size),
+                "padding": _pair(m.padding), "dilation": _pair(m.dilation), "ceil_mode": bool(m.ceil_mode)}
+    if isinstance(m, nn.AvgPool2d):
+        return {"type": "AvgPool2d", "kernel_size": _pair(m.kernel_size),
+                "stride": _pair(m.stride if m.stride is not None else m.kernel_size),
+                "padding": _pair(m.padding), "ceil_mode": bool(m.ceil_mode),
+                "count_include_pad": bool(m.count_include_pad)}
+    if isinstance(m, nn.LocalResponseNorm):
+        return {"type": "LocalResponseNorm", "size": m.size, "alpha": m.alpha, "beta": m.beta, "k": m.k}
+    if isinstance(m, nn.BatchNorm2d):
+        return {"type": "BatchNorm2d", "num_features": m.num_features, "eps": m.eps,
+                "momentum": m.momentum, "affine": m.affine}
+    if isinstance(m, nn.LeakyReLU):
+        return {"type": "LeakyReLU", "negative_slope": m.negative_slope}
+    if isinstance(m, nn.ReLU6):
+        return {"type": "ReLU6"}
+    if isinstance(m, nn.Hardtanh):
+        return {"type": "Hardtanh", "min_val": m.min_val, "max_val": m.max_val}
+    if isinstance(m, nn.ReLU):
+        return {"type": "ReLU"}
+    if isinstance(m, nn.Dropout2d):
+        return {"type": "Dropout2d", "p": m.p}
+    if isinstance(m, nn.Dropout):
+        return {"type": "Dropout", "p": m.p}
+    if isinstance(m, nn.Identity):
+        return {"type": "Identity"}
+    if isinstance(m, nn.Flatten):
+        return {"type": "Flatten"}
+    if isinstance(m, nn.Linear):
+        return {"type": "Linear", "in_features": m.in_features, "out_features": m.out_features,
+                "bias": m.bias is not None}
+    if isinstance(m, NeuronMask):
+        return {"type": "NeuronMask", "width": m.width}
+    raise ModelError(f"cannot serialise layer type {type(m).__name__}")
+
+
+_BUILDERS = {
+    "Conv2d": lambda d: nn.Conv2d(d["in_channels"], d["out_channels"], tuple(d["kernel_size"]),
+                                  stride=tuple(d["stride"]), padding=tuple(d["padding"]),
+                                  dilation=tuple(d["dilation"]), groups=d["groups"], bias=d["bias"]),
+    "MaxPool2d": lambda d: nn.MaxPool2d(tuple(d["kernel_size"]), tuple(d["stride"]), tuple(d["padding"]),
+                                        tuple(d["dilation"]), ceil_mode=d["ceil_mode"]),
+    "AvgPool2d": lambda d: nn.AvgPool2d(tuple(d["kernel_size"]), tuple(d["stride"]), tuple(d["padding"]),
+                                        ceil_mode=d["ceil_mode"], count_include_pad=d["count_include_pad"]),
+    "LocalResponseNorm": lambda d: nn.LocalResponseNorm(d["size"], d["alpha"], d["beta"], d["k"]),
+    "BatchNorm2d": lambda d: nn.BatchNorm2d(d["num_features"], eps=d["eps"], momentum=d["momentum"],
+                                            affine=d["affine"]),
+    "ReLU": lambda d: nn.ReLU(),
+    "LeakyReLU": lambda d: nn.LeakyReLU(d["negative_slope"]),
+    "ReLU6": lambda d: nn.ReLU6(),
+    "Hardtanh": lambda d: nn.Hardtanh(d["min_val"], d["max_val"]),
+    "Dropout": lambda d: nn.Dropout(d["p"]),
+    "Dropout2d": lambda d: nn.Dropout2d(d["p"]),
+    "Identity": lambda d: nn.Identity(),
+    "Flatten": lambda d: nn.Flatten(),
+    "Linear": lambda d: nn.Linear(d["in_features"], d["out_features"], bias=d["bias"]),
+    "NeuronMask": lambda d: NeuronMask(d["width"]),
+}
+
+
+def build_module(desc: dict[str, Any]) -> nn.Module:
+    kind = desc.get("type") if isinstance(desc, dict) else None
+    if kind not in _BUILDERS:
+        raise ModelError(f"unknown layer type {kind!r} in model structure")
+    try:
+        return _BUILDERS[kind](desc)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"bad {kind} layer description {desc}: {exc}") from exc
+
+
+def model_structure(model: nn.Module) -> dict[str, list[dict[str, Any]]]:
+    return {"features": [describe_module(m) for m in model.features],
+            "classifier": [describe_module(m) for m in model.classifier]}
+
+
+def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
+    d = asdict(spec)
+    d["class_names"] = list(spec.class_names)
+    d["mean"] = list(spec.mean)
+    d["std"] = list(spec.std)
+    return d
+
+
+def spec_from_dict(d: dict[str, Any], path: Path) -> ModelSpec:
+    try:
+        return ModelSpec(arch=str(d["arch"]), num_classes=int(d["num_classes"]),
+                         class_names=tuple(str(c) for c in d["class_names"]),
+                         input_size=int(d["input_size"]), mean=tuple(float(v) for v in d["mean"]),
+                         std=tuple(float(v) for v in d["std"]),
+                         seed=None if d.get("seed") is None else int(d["seed"]),
+                         kwargs=dict(d.get("kwargs") or {}), meta=dict(d.get("meta") or {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"model spec is missing or has a bad field: {exc}", path) from exc
+
+
+def state_dict_bytes(model: nn.Module) -> bytes:
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().to(torch.float32).contiguous().clone() for k, v in model.state_dict().items()
+               if v.is_floating_point()}
+    ints = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items() if not v.is_floating_point()}
+    tensors.update(ints)
+    return save(tensors)
+
+
+def save_model(model: ETModel, out_dir: str | os.PathLike, *, force: bool = False,
+               spec: ModelSpec | None = None) -> Path:
+    """Write ``spec.json`` + ``model.safetensors`` into a fresh ``out_dir`` (atomically, as a folder)."""
+    spec = spec or getattr(model, "spec", None)
+    if spec is None:
+        raise ModelError("model has no spec; pass spec=")
+    out_dir = Path(out_dir)
+    doc = {"format": "etdeploy-model", "format_version": FORMAT_VERSION, "spec": spec_to_dict(spec),
+           "structure": model_structure(model)}
+    weights = state_dict_bytes(model)
+    with StagedDir(out_dir, force=force) as tmp:
+        atomic_write_bytes(tmp / WEIGHTS_FILE, weights)
+        atomic_write_bytes(tmp / SPEC_FILE, canonical_json(doc).encode())
+    return out_dir
+
+
+def load_model(model_dir: str | os.PathLike) -> ETModel:
+    """Load a model saved with :func:`save_model`. Validates spec, structure, keys, shapes, finiteness."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from etdeploy.errors import ContractError
+    from etdeploy.models.contract import dense_layers
+
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelError("model directory does not exist", model_dir)
+    spec_path = model_dir / SPEC_FILE
+    weights_path = model_dir / WEIGHTS_FILE
+    if not spec_path.is_file():
+        raise ModelError(f"model directory has no {SPEC_FILE}", model_dir)
+    if not weights_path.is_file():
+        raise ModelError(f"model directory has no {WEIGHTS_FILE}", model_dir)
+    try:
+        doc = json.loads(spec_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"spec is not valid JSON: {exc}", spec_path) from exc
+    if not isinstance(doc, dict) or doc.get("format") != "etdeploy-model":
+        raise ModelError("not an etdeploy model spec (missing format: etdeploy-model)", spec_path)
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"unsupported spec format_version {doc.get('format_version')!r}", spec_path)
+    spec = spec_from_dict(doc.get("spec") or {}, spec_path)
+    structure = doc.get("structure")
+    if not isinstance(structure, dict) or not isinstance(structure.get("features"), list) \
+            or not isinstance(structure.get("classifier"), list):
+        raise ModelError("spec has no valid 'structure' (features, classifier)", spec_path)
+    try:
+        features = nn.Sequential(*[build_module(d) for d in structure["features"]])
+        classifier = nn.Sequential(*[build_module(d) for d in structure["classifier"]])
+    except ModelError as exc:
+        raise ModelError(exc.message, spec_path) from exc
+    model = ETModel(features, classifier, spec)
+    try:
+        dense_layers(model)
+    except ContractError as exc:
+        raise ContractError(exc.message, spec_path) from exc
+
+    if weights_path.stat().st_size > MAX_WEIGHTS_BYTES:
+        raise ModelError("weights file is larger than the 4 GiB limit", weights_path)
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"weights file is not valid safetensors: {exc}", weights_path) from exc
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"missing tensors {missing[:5]}{'...' if len(missing) > 5 else ''}")
+    if unexpected:
+        problems.append(f"unexpected tensors {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+    for key in sorted(set(expected) & set(tensors)):
+        if tuple(tensors[key].shape) != tuple(expected[key].shape):
+            problems.append(f"{key} has shape {tuple(tensors[key].shape)}, spec needs {tuple(expected[key].shape)}")
+    if problems:
+        raise ModelError("weights do not match the spec: " + "; ".join(problems[:6]), weights_path)
+    for key, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ModelError(f"tensor {key} contains NaN or Inf", weights_path)
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
+    model.eval()
+    return model
+
+
+def weights_sha256(model_dir: str | os.PathLike) -> str:
+    from etdeploy.fileio import sha256_file
+
+    return sha256_file(Path(model_dir) / WEIGHTS_FILE)
+
+
