@@ -238,3 +238,27 @@ def weights_sha256(model_dir: str | os.PathLike) -> str:
     return sha256_file(Path(model_dir) / WEIGHTS_FILE)
 
 
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """SHA-256 over the model's layers in order (type, tensor names, shapes, float32 bytes), masks skipped.
+
+    Identifies "the same trained model" whether or not masks are attached (mask insertion shifts
+    classifier indices, so indices are not hashed), so a ranking can be checked against the model it
+    is applied to.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for part in ("features", "classifier"):
+        position = 0
+        for module in getattr(model, part):
+            if isinstance(module, NeuronMask):
+                continue
+            digest.update(f"{part}.{position}.{type(module).__name__}".encode())
+            for key, value in sorted(module.state_dict().items()):
+                digest.update(key.encode())
+                digest.update(str(tuple(value.shape)).encode())
+                digest.update(value.detach().to(torch.float32).contiguous().numpy().tobytes())
+            position += 1
+    return digest.hexdigest()
