@@ -1,0 +1,270 @@
+"""Run configuration: one TOML file, frozen dataclasses shared by the Python API and the CLI.
+
+Unknown keys and wrong types are errors that name the TOML field. ``etdeploy config init`` writes
+:data:`DEFAULT_TOML`, the commented default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from etdeploy.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "bundled"          # "bundled", an MSL-format root or an ImageFolder root
+    grouping: str = "paper5"         # paper5 | msl25 (MSL data)
+    recipe: str = "paper"            # paper (seeded stratified 80/10/10) | sol (official split)
+    cap: int | None = None           # max images per class (paper recipe)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "alexnet-mini"
+    load: str | None = None          # a saved model directory instead of training
+    input_size: int | None = None
+    epochs: int = 30
+    lr: float = 1e-3
+    batch_size: int = 32
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RankingConfig:
+    layers: tuple[str, ...] = ("flatten", "dense1", "dense2")
+    steps: int = 32
+    method: str = "gausslegendre"
+    split: str = "train"
+    batch_size: int = 16
+    max_images: int | None = None    # rank on at most this many images (class-stratified prefix)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    schedules: tuple[str, ...] = ("bottom-first", "top-first", "random")
+    layer: str = "dense2"
+    points: int = 21                 # grid points from 0 to all neurons masked
+    split: str = "test"
+    class_ea: bool = True            # per-class EA pruning curves for every class
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    schedule: str = "bottom-first"
+    percents: tuple[float, ...] = (50.0, 95.0)
+    layers: tuple[str, ...] = ("flatten", "dense1", "dense2")
+    finetune_epochs: int = 10
+    export_percent: float = 95.0     # which pruned model is sliced, exported and explained
+
+
+@dataclass(frozen=True)
+class ParityConfig:
+    tolerance: float = 1e-5
+    split: str = "test"
+
+
+@dataclass(frozen=True)
+class OcclusionConfig:
+    images_per_class: int = 1
+    patch: int = 16
+    stride: int = 4
+    mode: str = "exact"              # naive | exact | approx
+    target_ssim: float = 0.9
+
+
+@dataclass(frozen=True)
+class TargetsConfig:
+    ids: tuple[str, ...] = ("all",)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "etdeploy-run"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ranking: RankingConfig = field(default_factory=RankingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    parity: ParityConfig = field(default_factory=ParityConfig)
+    occlusion: OcclusionConfig = field(default_factory=OcclusionConfig)
+    targets: TargetsConfig = field(default_factory=TargetsConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+DEFAULT_TOML = '''# etdeploy run configuration. Every key is optional; these are the defaults.
+name = "etdeploy-run"
+seed = 0                         # global seed (recorded in the report)
+
+[data]
+source = "bundled"               # "bundled" (MSL subset shipped with etdeploy), an MSL root or an ImageFolder root
+grouping = "paper5"              # paper5 (the paper's classes) | msl25 (all MSL classes)
+recipe = "paper"                 # paper: seeded stratified 80/10/10 | sol: official sol-based split
+# cap = 300                      # at most this many images per class (the paper used ~300)
+seed = 0
+
+[model]
+arch = "alexnet-mini"            # alexnet | alexnet-mini | vgg16 | sequential-cnn | package.module:factory
+# load = "path/to/model-dir"     # use a saved model instead of training one
+epochs = 30                      # training epochs (best-on-validation checkpoint is kept)
+lr = 0.001                       # Adam learning rate (the paper's)
+batch_size = 32
+seed = 0
+
+[ranking]
+layers = ["flatten", "dense1", "dense2"]
+steps = 32                       # quadrature points of the integrated-gradients integral
+method = "gausslegendre"         # gausslegendre | riemann_left | riemann_right | riemann_middle | riemann_trapezoid
+split = "train"
+batch_size = 16
+# max_images = 200
+
+[sweep]
+schedules = ["bottom-first", "top-first", "random"]
+layer = "dense2"                 # the layer swept neuron by neuron (the paper's single-layer experiments)
+points = 21
+split = "test"
+class_ea = true                  # per-class EA pruning curves (paper Fig. 11) for every class
+
+[prune]
+schedule = "bottom-first"
+percents = [50.0, 95.0]          # masking % applied to each layer below
+layers = ["flatten", "dense1", "dense2"]
+finetune_epochs = 10             # retraining with the masks held
+export_percent = 95.0            # the pruned model that is sliced, exported, checked and explained
+
+[parity]
+tolerance = 1e-5                 # max |delta logit| between masked torch, sliced torch, ONNX, simplified ONNX
+split = "test"
+
+[occlusion]
+images_per_class = 1
+patch = 16
+stride = 4
+mode = "exact"                   # naive | exact | approx
+target_ssim = 0.9
+
+[targets]
+ids = ["all"]                    # target profile ids from targets/, or "all"
+'''
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "ranking": RankingConfig, "sweep": SweepConfig,
+             "prune": PruneConfig, "parity": ParityConfig, "occlusion": OcclusionConfig, "targets": TargetsConfig}
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list")
+        return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(f'{where}{k}' for k in unknown)}; "
+                          f"valid: {', '.join(sorted(names))}")
+    kwargs = {}
+    for key, value in raw.items():
+        if key in _SECTIONS and cls is RunConfig:
+            if not isinstance(value, dict):
+                raise ConfigError(f"[{key}] must be a table")
+            kwargs[key] = _build(_SECTIONS[key], value, f"{key}.")
+        else:
+            kwargs[key] = _coerce(value, hints[key], f"{where}{key}")
+    return cls(**kwargs)
+
+
+def validate(config: RunConfig) -> RunConfig:
+    from etdeploy.data.sources import GROUPINGS, SPLIT_RECIPES
+
+    checks = [
+        (config.data.grouping in GROUPINGS, f"data.grouping must be one of {GROUPINGS}"),
+        (config.data.recipe in SPLIT_RECIPES, f"data.recipe must be one of {SPLIT_RECIPES}"),
+        (config.data.cap is None or config.data.cap >= 1, "data.cap must be >= 1"),
+        (config.model.epochs >= 0, "model.epochs must be >= 0"),
+        (config.model.lr > 0, "model.lr must be > 0"),
+        (config.model.batch_size >= 1, "model.batch_size must be >= 1"),
+        (config.ranking.steps >= 1, "ranking.steps must be >= 1"),
+        (len(config.ranking.layers) >= 1, "ranking.layers must name at least one layer"),
+        (config.ranking.split in ("train", "val", "test"), "ranking.split must be train, val or test"),
+        (config.sweep.points >= 2, "sweep.points must be >= 2"),
+        (config.sweep.split in ("train", "val", "test"), "sweep.split must be train, val or test"),
+        (all(0 <= p < 100 for p in config.prune.percents), "prune.percents must be in [0, 100)"),
+        (config.prune.export_percent in config.prune.percents, "prune.export_percent must be one of prune.percents"),
+        (config.prune.finetune_epochs >= 0, "prune.finetune_epochs must be >= 0"),
+        (config.parity.tolerance > 0, "parity.tolerance must be > 0"),
+        (config.occlusion.patch >= 1, "occlusion.patch must be >= 1"),
+        (config.occlusion.stride >= 1, "occlusion.stride must be >= 1"),
+        (config.occlusion.mode in ("naive", "exact", "approx"), "occlusion.mode must be naive, exact or approx"),
+        (0 < config.occlusion.target_ssim <= 1, "occlusion.target_ssim must be in (0, 1]"),
+        (config.occlusion.images_per_class >= 0, "occlusion.images_per_class must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    return config
+
+
+def config_from_dict(raw: dict[str, Any]) -> RunConfig:
+    return validate(_build(RunConfig, raw, ""))
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("configuration file does not exist", path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path) from exc
+    try:
+        return config_from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, path) from exc
+
+
+def demo_config() -> RunConfig:
+    """The `etdeploy demo` settings: the whole pipeline on the bundled data in about 3 minutes."""
+    return RunConfig(
+        name="demo",
+        model=ModelConfig(arch="alexnet-mini", epochs=30),
+        ranking=RankingConfig(steps=16, batch_size=32),
+        prune=PruneConfig(percents=(50.0, 95.0), finetune_epochs=8),
+        occlusion=OcclusionConfig(images_per_class=1, patch=8, stride=2, mode="exact"),
+    )
