@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -112,6 +114,11 @@ def test_load_rejects_missing_spec_and_wrong_shapes(tmp_path):
     save_model(model, tmp_path / "b")
     save_model(other, tmp_path / "c")
     (tmp_path / "b" / "model.safetensors").write_bytes((tmp_path / "c" / "model.safetensors").read_bytes())
+    with pytest.raises(ModelError, match="does not match the SHA-256"):
+        load_model(tmp_path / "b")
+    spec = json.loads((tmp_path / "b" / "spec.json").read_text())
+    del spec["weights_sha256"]  # a spec edited by hand: shapes are still checked
+    (tmp_path / "b" / "spec.json").write_text(json.dumps(spec))
     with pytest.raises(ModelError, match="shape"):
         load_model(tmp_path / "b")
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from etdeploy.errors import ModelError
-from etdeploy.fileio import StagedDir, atomic_write_bytes, canonical_json
+from etdeploy.fileio import StagedDir, atomic_write_bytes, canonical_json, sha256_bytes, sha256_file
 from etdeploy.models.masks import NeuronMask
 from etdeploy.models.zoo import ETModel, ModelSpec
 
@@ -155,9 +155,9 @@ def save_model(model: ETModel, out_dir: str | os.PathLike, *, force: bool = Fals
     if spec is None:
         raise ModelError("model has no spec; pass spec=")
     out_dir = Path(out_dir)
-    doc = {"format": "etdeploy-model", "format_version": FORMAT_VERSION, "spec": spec_to_dict(spec),
-           "structure": model_structure(model)}
     weights = state_dict_bytes(model)
+    doc = {"format": "etdeploy-model", "format_version": FORMAT_VERSION, "spec": spec_to_dict(spec),
+           "structure": model_structure(model), "weights_sha256": sha256_bytes(weights)}
     with StagedDir(out_dir, force=force) as tmp:
         atomic_write_bytes(tmp / WEIGHTS_FILE, weights)
         atomic_write_bytes(tmp / SPEC_FILE, canonical_json(doc).encode())
@@ -207,6 +207,10 @@ def load_model(model_dir: str | os.PathLike) -> ETModel:
 
     if weights_path.stat().st_size > MAX_WEIGHTS_BYTES:
         raise ModelError("weights file is larger than the 4 GiB limit", weights_path)
+    recorded = doc.get("weights_sha256")
+    if recorded is not None and sha256_file(weights_path) != recorded:
+        raise ModelError("weights file does not match the SHA-256 recorded in spec.json (corrupt or replaced)",
+                         weights_path)
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
@@ -233,8 +237,6 @@ def load_model(model_dir: str | os.PathLike) -> ETModel:
 
 
 def weights_sha256(model_dir: str | os.PathLike) -> str:
-    from etdeploy.fileio import sha256_file
-
     return sha256_file(Path(model_dir) / WEIGHTS_FILE)
 
 
