@@ -43,6 +43,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool 
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; artefacts are ordinary readable files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -132,6 +133,7 @@ class StagedDir:
                 )
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.", suffix=".partial", dir=self.final.parent))
+        os.chmod(self.tmp, 0o755)  # mkdtemp creates 0700
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:

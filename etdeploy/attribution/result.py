@@ -8,6 +8,7 @@ one ``<layer>.csv`` per ranked layer (human-readable table, one row per neuron) 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,8 @@ class LayerAttribution:
     - ``rank_class`` ``(K, m)``: the same restricted to images of class k (NaN if class k had none);
     - ``ea`` ``(m, n)``: ``E_ij = sum_k E^k_ij P(y=k)``;
     - ``ea_class`` ``(K, m, n)``: ``E^k_ij`` (NaN rows where class k had no images);
-    - ``gap_mean`` / ``gap_max``: completeness gap ``|sum_i A_ij - (G_j(h) - G_j(0))|`` statistics.
+    - ``gap_mean`` / ``gap_max``: completeness gap ``|sum_i A_ij - (G_j(h) - G_j(0))|`` statistics;
+    - ``loss_gap_mean`` / ``loss_gap_max``: the same for the loss attribution ``A^L`` (NaN if unknown).
     """
 
     layer: str
@@ -43,6 +45,8 @@ class LayerAttribution:
     ea_class: np.ndarray
     gap_mean: float
     gap_max: float
+    loss_gap_mean: float = float("nan")
+    loss_gap_max: float = float("nan")
 
     @property
     def width(self) -> int:
@@ -120,6 +124,73 @@ def load_ranking(directory: str | os.PathLike) -> Ranking:
                                         activation_mean=got["activation_mean"], rank=got["rank"],
                                         rank_class=got["rank_class"], ea=got["ea"], ea_class=got["ea_class"],
                                         gap_mean=float(info.get("gap_mean", float("nan"))),
-                                        gap_max=float(info.get("gap_max", float("nan"))))
+                                        gap_max=float(info.get("gap_max", float("nan"))),
+                                        loss_gap_mean=_float_or_nan(info.get("loss_gap_mean")),
+                                        loss_gap_max=_float_or_nan(info.get("loss_gap_max")))
     return Ranking(layers=layers, classes=classes, class_counts=counts, model_fingerprint=fingerprint,
                    settings=dict(summary.get("settings") or {}))
+
+
+def _float_or_nan(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _cell(value: float) -> str:
+    """One CSV float cell: shortest round-trip repr; NaN (a missing class) as an empty cell."""
+    value = float(value)
+    if math.isnan(value):
+        return ""
+    return repr(value + 0.0)  # + 0.0 turns -0.0 into 0.0
+
+
+def layer_csv_columns(num_classes: int) -> list[str]:
+    """Columns of ``<layer>.csv``: layer, index, live, activation_mean, rank, rank_class_<k>, ea_<j>, ea_<k>_<j>."""
+    k = range(num_classes)
+    return (["layer", "index", "live", "activation_mean", "rank"] + [f"rank_class_{c}" for c in k]
+            + [f"ea_{j}" for j in k] + [f"ea_{c}_{j}" for c in k for j in k])
+
+
+def layer_csv_text(la: LayerAttribution, num_classes: int) -> str:
+    """The per-neuron table of one layer as CSV text (``\\n`` line ends, byte-reproducible)."""
+    lines = [",".join(layer_csv_columns(num_classes))]
+    n = la.ea.shape[1]
+    for i in range(la.width):
+        cells = [la.layer, str(i), "1" if bool(la.live[i]) else "0", _cell(la.activation_mean[i]), _cell(la.rank[i])]
+        cells += [_cell(la.rank_class[c, i]) for c in range(num_classes)]
+        cells += [_cell(la.ea[i, j]) for j in range(n)]
+        cells += [_cell(la.ea_class[c, i, j]) for c in range(num_classes) for j in range(n)]
+        lines.append(",".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def ranking_summary(ranking: Ranking) -> dict[str, Any]:
+    """The ``summary.json`` content: classes, counts, fingerprint, settings and per-layer statistics."""
+    layers = {}
+    for name, la in ranking.layers.items():
+        layers[name] = {"width": la.width, "live": la.n_live, "dead": la.width - la.n_live,
+                        "gap_mean": la.gap_mean, "gap_max": la.gap_max,
+                        "loss_gap_mean": la.loss_gap_mean, "loss_gap_max": la.loss_gap_max,
+                        "csv": f"{name}.csv"}
+    missing = [c for c, count in zip(ranking.classes, ranking.class_counts) if count == 0]
+    return {"format": "etdeploy-ranking/1", "classes": list(ranking.classes),
+            "class_counts": list(ranking.class_counts), "missing_classes": missing,
+            "n_images": int(sum(ranking.class_counts)), "model_fingerprint": ranking.model_fingerprint,
+            "settings": dict(ranking.settings), "seed": ranking.settings.get("seed"), "layers": layers,
+            "arrays": ARRAYS_FILE}
+
+
+def save_ranking(ranking: Ranking, directory: str | os.PathLike, force: bool = False) -> Path:
+    """Write ``summary.json``, one ``<layer>.csv`` per layer and ``attributions.safetensors`` into a new
+    directory (atomically; an existing non-empty one is refused unless ``force``). Returns the directory."""
+    from safetensors.numpy import save
+
+    from etdeploy.fileio import StagedDir, atomic_write_bytes, atomic_write_text, canonical_json
+
+    directory = Path(directory)
+    k = len(ranking.classes)
+    with StagedDir(directory, force=force) as tmp:
+        for name, la in ranking.layers.items():
+            atomic_write_text(tmp / f"{name}.csv", layer_csv_text(la, k))
+        atomic_write_bytes(tmp / ARRAYS_FILE, save(ranking_arrays(ranking)))
+        atomic_write_text(tmp / SUMMARY_FILE, canonical_json(ranking_summary(ranking)))
+    return directory

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "data": "etdeploy.cli.data_cmds:data",
     "train": "etdeploy.cli.train_cmds:train",
     "evaluate": "etdeploy.cli.train_cmds:evaluate",
+    "rank": "etdeploy.cli.rank_cmds:rank",
     "config": "etdeploy.cli.run_cmds:config",
     "run": "etdeploy.cli.run_cmds:run",
     "demo": "etdeploy.cli.run_cmds:demo",
