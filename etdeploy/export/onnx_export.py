@@ -1,0 +1,307 @@
+"""Model -> ONNX -> checker -> onnxsim, with a manifest (``export.json``).
+
+Graph contract of every exported file: one input ``input`` (float32, normalised image, NCHW,
+dynamic batch axis ``batch``), one output ``logits`` (float32, ``(batch, num_classes)``).
+
+Masks: a model carrying :class:`~etdeploy.models.NeuronMask` modules would export each mask as a
+``Mul`` by a constant 0/1 vector, which keeps the full dense widths (no memory saved) and hides the
+pruning inside a constant. The default policy (``masks="refuse"``) therefore refuses such a model
+and asks for slicing first; ``masks="keep"`` exports them deliberately as ``Mul`` nodes (useful to
+check a masked model in ONNX Runtime), and ``masks="drop"`` removes them, allowed only when every
+mask is all ones (then dropping them changes nothing).
+
+LocalResponseNorm: torch's functional LRN traces into ~20 primitive nodes (Pow, Pad, AveragePool,
+Reshape...); during export each ``nn.LocalResponseNorm`` is wrapped so that it emits the single ONNX
+``LRN`` op with the same ``size``, ``alpha``, ``beta`` and ``bias = k`` (identical definition:
+``x / (k + alpha/size * sum_{window} x^2)^beta``; the torch forward is unchanged).
+
+Determinism: export uses the legacy TorchScript exporter (``dynamo=False``) on a deep copy in eval
+mode, a fixed opset and IR version, no timestamps; the same model gives byte-identical files
+(tested).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from etdeploy.errors import ExportError
+
+ONNX_FILE = "model.onnx"
+SIM_FILE = "model.sim.onnx"
+MANIFEST_FILE = "export.json"
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+MASK_POLICIES = ("refuse", "keep", "drop")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """How to export. ``check_tol``: max |delta| allowed between the exported and simplified graphs
+    on ``check_batch`` seeded random inputs (ORT, optimisations off)."""
+
+    opset: int = 17
+    masks: str = "refuse"
+    check_tol: float = 1e-5
+    check_batch: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.opset < 17:
+            raise ExportError(f"opset must be >= 17, got {self.opset}")
+        if self.masks not in MASK_POLICIES:
+            raise ExportError(f"masks policy must be one of {', '.join(MASK_POLICIES)}, got {self.masks!r}")
+        if not self.check_tol > 0:
+            raise ExportError(f"check_tol must be > 0, got {self.check_tol}")
+        if self.check_batch < 1:
+            raise ExportError(f"check_batch must be >= 1, got {self.check_batch}")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    out_dir: Path
+    onnx_path: Path
+    sim_path: Path
+    manifest: dict[str, Any] = field(repr=False)
+
+
+def _lrn_module(module):
+    """Wrap ``nn.LocalResponseNorm`` so the legacy exporter emits one ONNX ``LRN`` node."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class LRNFunction(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, size, alpha, beta, k):
+            return F.local_response_norm(x, size, alpha, beta, k)
+
+        @staticmethod
+        def symbolic(g, x, size, alpha, beta, k):
+            return g.op("LRN", x, size_i=int(size), alpha_f=float(alpha), beta_f=float(beta), bias_f=float(k))
+
+    class ExportLRN(nn.Module):
+        """``(batch, C, H, W) -> (batch, C, H, W)``: same maths as ``module``; exports as ONNX LRN."""
+
+        def __init__(self, inner: nn.LocalResponseNorm):
+            super().__init__()
+            self.size, self.alpha, self.beta, self.k = inner.size, inner.alpha, inner.beta, inner.k
+
+        def forward(self, x):
+            return LRNFunction.apply(x, self.size, self.alpha, self.beta, self.k)
+
+    return ExportLRN(module)
+
+
+def prepare_for_export(model, masks: str = "refuse"):
+    """Deep copy in eval mode with the mask policy applied. ``model`` is not changed."""
+    from etdeploy.models import has_masks, without_masks
+    from etdeploy.models import masks as model_masks
+
+    if masks not in MASK_POLICIES:
+        raise ExportError(f"masks policy must be one of {', '.join(MASK_POLICIES)}, got {masks!r}")
+    work = copy.deepcopy(model).eval()
+    if has_masks(work):
+        if masks == "refuse":
+            pruned = {name: m.width - len(m.kept) for name, m in model_masks(work).items()}
+            raise ExportError(
+                "model carries NeuronMask layers (masked neurons: "
+                + ", ".join(f"{k}={v}" for k, v in pruned.items())
+                + "); slice it first (etdeploy.pruning.slice_model) so the ONNX graph has the smaller "
+                "dense layers, or choose masks='keep' (exports Mul by a constant) / 'drop' (all-ones masks only)"
+            )
+        if masks == "drop":
+            not_ones = [name for name, m in model_masks(work).items() if len(m.kept) != m.width]
+            if not_ones:
+                raise ExportError(f"masks='drop' needs all-ones masks; layers {not_ones} have masked neurons")
+            without_masks(work)
+    from torch import nn
+
+    for index, module in enumerate(work.features):
+        if isinstance(module, nn.LocalResponseNorm):
+            work.features[index] = _lrn_module(module)
+    for p in work.parameters():
+        p.requires_grad_(False)
+    return work
+
+
+def export_onnx_bytes(model, input_size: int, *, opset: int = 17) -> bytes:
+    """Export ``model`` ``(batch, 3, S, S) -> (batch, K)`` to ONNX bytes; checked with full_check.
+
+    The IR version is lowered to the highest the installed onnxruntime and onnx both accept.
+    """
+    import warnings
+
+    import onnx
+    import torch
+
+    from etdeploy.onnx_safety import supported_ir_version
+
+    dummy = torch.zeros(1, 3, int(input_size), int(input_size), dtype=torch.float32)
+    buffer = io.BytesIO()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (dummy,), buffer, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                              opset_version=int(opset), do_constant_folding=True, dynamo=False)
+    except Exception as exc:
+        raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {exc}") from exc
+    proto = onnx.load_from_string(buffer.getvalue())
+    proto.ir_version = min(int(proto.ir_version), supported_ir_version())
+    _check_proto(proto, "exported")
+    return proto.SerializeToString()
+
+
+def _check_proto(proto, what: str) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(f"onnx.checker rejected the {what} model: {exc}") from exc
+    names_in = [v.name for v in proto.graph.input if v.name not in {t.name for t in proto.graph.initializer}]
+    names_out = [v.name for v in proto.graph.output]
+    if names_in != [INPUT_NAME] or names_out != [OUTPUT_NAME]:
+        raise ExportError(f"{what} model has inputs {names_in} and outputs {names_out}; "
+                          f"expected [{INPUT_NAME!r}] and [{OUTPUT_NAME!r}]")
+
+
+def simplify_onnx_bytes(data: bytes) -> bytes:
+    """Run onnxsim (no internal random check: :func:`compare_onnx_outputs` does a seeded one)."""
+    import onnx
+    import onnxsim
+
+    proto = onnx.load_from_string(data)
+    try:
+        simplified, ok = onnxsim.simplify(proto, check_n=0)
+    except Exception as exc:
+        raise ExportError(f"onnxsim failed: {type(exc).__name__}: {exc}") from exc
+    if not ok:
+        raise ExportError("onnxsim reported that the simplified model is not valid")
+    simplified.ir_version = int(proto.ir_version)
+    _check_proto(simplified, "simplified")
+    return simplified.SerializeToString()
+
+
+def compare_onnx_outputs(a: bytes, b: bytes, input_size: int, *, batch: int = 2, seed: int = 0) -> float:
+    """Max |logits_a - logits_b| on ``batch`` seeded N(0,1) inputs ``(batch, 3, S, S)`` (ORT, no opts)."""
+    import numpy as np
+    import onnx
+
+    from etdeploy.onnx_safety import make_session
+
+    x = np.random.default_rng(seed).standard_normal((batch, 3, input_size, input_size)).astype(np.float32)
+    ya = make_session(onnx.load_from_string(a)).run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+    yb = make_session(onnx.load_from_string(b)).run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+    if ya.shape != yb.shape:
+        raise ExportError(f"simplified model outputs shape {yb.shape}, original {ya.shape}")
+    return float(np.max(np.abs(ya.astype(np.float64) - yb.astype(np.float64))))
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import onnxsim
+    import torch
+
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "onnxsim": str(onnxsim.__version__)}
+
+
+def export_model(model, out_dir: str | os.PathLike, *, config: ExportConfig | None = None,
+                 force: bool = False) -> ExportResult:
+    """Export ``model`` (an ETModel with ``.spec``) to ``out_dir``: model.onnx, model.sim.onnx, export.json.
+
+    The folder is written atomically (nothing appears unless all three files are complete) and an
+    existing non-empty ``out_dir`` is refused unless ``force``.
+    """
+    import onnx
+
+    from etdeploy.export.summary import onnx_summary
+    from etdeploy.fileio import StagedDir, atomic_write_bytes, atomic_write_json, sha256_bytes
+    from etdeploy.models import count_parameters, weights_fingerprint
+
+    config = config or ExportConfig()
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise ExportError("model has no spec (input size, normalisation); load it with etdeploy.models.load_model")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
+        from etdeploy.errors import OutputExistsError
+
+        raise OutputExistsError("output directory exists and is not empty; choose a new one or pass --force", out_dir)
+    work = prepare_for_export(model, config.masks)
+    raw = export_onnx_bytes(work, spec.input_size, opset=config.opset)
+    sim = simplify_onnx_bytes(raw)
+    delta = compare_onnx_outputs(raw, sim, spec.input_size, batch=config.check_batch, seed=config.seed)
+    if not delta <= config.check_tol:
+        raise ExportError(f"simplified model differs from the exported one by {delta:.3g} "
+                          f"(> tolerance {config.check_tol:g}) on seeded random inputs")
+    files = {}
+    for name, data in ((ONNX_FILE, raw), (SIM_FILE, sim)):
+        summary = onnx_summary(onnx.load_from_string(data))
+        summary.update({"bytes": len(data), "sha256": sha256_bytes(data)})
+        files[name] = summary
+    from etdeploy.models import has_masks
+
+    manifest = {
+        "format": "etdeploy-export",
+        "format_version": 1,
+        "model": {
+            "arch": spec.arch, "num_classes": spec.num_classes, "class_names": list(spec.class_names),
+            "input_size": spec.input_size, "mean": list(spec.mean), "std": list(spec.std),
+            "torch_parameters": count_parameters(model), "weights_fingerprint": weights_fingerprint(model),
+            "masks_policy": config.masks, "had_masks": has_masks(model),
+        },
+        "input": {"name": INPUT_NAME, "dtype": "float32", "layout": "NCHW",
+                  "shape": ["batch", 3, spec.input_size, spec.input_size],
+                  "preprocessing": "x = (uint8_rgb / 255 - mean) / std, per channel"},
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", spec.num_classes]},
+        "opset": config.opset,
+        "files": files,
+        "simplification_check": {"max_abs_logit_delta": delta, "tolerance": config.check_tol,
+                                 "batch": config.check_batch, "seed": config.seed,
+                                 "inputs": "standard normal, numpy default_rng(seed)",
+                                 "runtime": "onnxruntime CPU, ORT_DISABLE_ALL, 1 thread"},
+        "versions": _versions(),
+    }
+    with StagedDir(out_dir, force=force) as tmp:
+        atomic_write_bytes(tmp / ONNX_FILE, raw)
+        atomic_write_bytes(tmp / SIM_FILE, sim)
+        atomic_write_json(tmp / MANIFEST_FILE, manifest)
+    return ExportResult(out_dir, out_dir / ONNX_FILE, out_dir / SIM_FILE, manifest)
+
+
+def load_export_manifest(export_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read ``export.json`` and verify the SHA-256 of both ONNX files against it."""
+    import json
+
+    from etdeploy.fileio import sha256_file
+
+    export_dir = Path(export_dir)
+    path = export_dir / MANIFEST_FILE
+    if not path.is_file():
+        raise ExportError(f"export directory has no {MANIFEST_FILE}", export_dir)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(f"{MANIFEST_FILE} is not valid JSON: {exc}", path) from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != "etdeploy-export":
+        raise ExportError("not an etdeploy export manifest (format: etdeploy-export)", path)
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise ExportError("export manifest has no 'files' table", path)
+    for name in (ONNX_FILE, SIM_FILE):
+        entry = files.get(name)
+        target = export_dir / name
+        if not isinstance(entry, dict) or not target.is_file():
+            raise ExportError(f"export is missing {name}", export_dir)
+        if sha256_file(target) != entry.get("sha256"):
+            raise ExportError(f"{name} does not match the SHA-256 recorded in {MANIFEST_FILE} (file changed?)",
+                              target)
+    return manifest

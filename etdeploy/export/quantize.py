@@ -1,0 +1,127 @@
+"""Static int8 quantisation of an exported model with onnxruntime.quantization (optional stage).
+
+QDQ format, per-channel symmetric int8 weights, uint8 activations, MinMax calibration on images
+the caller provides (the training split, normalised exactly as for inference). The quantised
+model is not expected to match the fp32 one within the parity tolerance: :func:`compare_int8`
+reports the accuracy of both, the top-1 agreement and the logit deltas instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from etdeploy.errors import ExportError, OutputExistsError
+
+
+@dataclass(frozen=True)
+class Int8Comparison:
+    n: int
+    accuracy_fp32: float
+    accuracy_int8: float
+    top1_agreement: float
+    max_abs_logit_delta: float
+    mean_abs_logit_delta: float
+    bytes_fp32: int
+    bytes_int8: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, calibration_uint8: np.ndarray,
+                  mean, std, *, batch_size: int = 16, per_channel: bool = True, force: bool = False) -> Path:
+    """Write a QDQ int8 copy of ``onnx_path`` to ``out_path`` (atomically; refuses to overwrite).
+
+    ``calibration_uint8``: ``(N, 3, S, S)`` uint8 images (N >= 1), normalised with ``mean``/``std``.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    from etdeploy.data.images import normalise
+    from etdeploy.onnx_safety import load_onnx_checked
+
+    out_path = Path(out_path)
+    if out_path.exists() and not force:
+        raise OutputExistsError("refusing to overwrite an existing file", out_path)
+    calibration_uint8 = np.asarray(calibration_uint8)
+    if calibration_uint8.ndim != 4 or calibration_uint8.dtype != np.uint8 or len(calibration_uint8) == 0:
+        raise ExportError(f"calibration images must be uint8 (N>0, 3, S, S), got {calibration_uint8.dtype} "
+                          f"{calibration_uint8.shape}")
+    load_onnx_checked(onnx_path)
+    batches = [np.ascontiguousarray(normalise(calibration_uint8[i:i + batch_size], mean, std).numpy(), np.float32)
+               for i in range(0, len(calibration_uint8), batch_size)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(batches)
+
+        def get_next(self):
+            batch = next(self._it, None)
+            return None if batch is None else {"input": batch}
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", dir=out_path.parent))
+    try:
+        tmp = tmp_dir / out_path.name
+        with _quiet_root_logger():
+            quantize_static(str(onnx_path), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=per_channel, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                            calibrate_method=CalibrationMethod.MinMax)
+        load_onnx_checked(tmp)
+        os.replace(tmp, out_path)
+    except OutputExistsError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, ExportError):
+            raise
+        raise ExportError(f"int8 quantisation failed: {type(exc).__name__}: {exc}", onnx_path) from exc
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return out_path
+
+
+def compare_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, images_uint8: np.ndarray,
+                 labels: np.ndarray, mean, std, *, batch_size: int = 32) -> Int8Comparison:
+    """Accuracy of both models, top-1 agreement and |delta logit| statistics (ORT CPU, no optimisation)."""
+    from etdeploy.data.images import normalise
+    from etdeploy.onnx_safety import make_session
+
+    sessions = [make_session(Path(fp32_path)), make_session(Path(int8_path))]
+    outs: list[list[np.ndarray]] = [[], []]
+    for i in range(0, len(images_uint8), batch_size):
+        x = np.ascontiguousarray(normalise(images_uint8[i:i + batch_size], mean, std).numpy(), np.float32)
+        for k, s in enumerate(sessions):
+            outs[k].append(s.run(["logits"], {"input": x})[0])
+    a, b = (np.concatenate(o) for o in outs)
+    labels = np.asarray(labels)
+    delta = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    return Int8Comparison(
+        n=len(labels), accuracy_fp32=float(np.mean(a.argmax(1) == labels)),
+        accuracy_int8=float(np.mean(b.argmax(1) == labels)), top1_agreement=float(np.mean(a.argmax(1) == b.argmax(1))),
+        max_abs_logit_delta=float(delta.max()), mean_abs_logit_delta=float(delta.mean()),
+        bytes_fp32=Path(fp32_path).stat().st_size, bytes_int8=Path(int8_path).stat().st_size)

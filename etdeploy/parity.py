@@ -1,0 +1,226 @@
+"""Parity: the same images through several implementations of one model must agree.
+
+Typically four: the masked torch model, the sliced torch model, ``model.onnx`` and
+``model.sim.onnx`` (METHOD.md section 5). Every implementation sees the *same* float32 input
+(normalised once per batch). ONNX files are loaded through :mod:`etdeploy.onnx_safety` (checker
+first) and run on ONNX Runtime's CPU provider with ``ORT_DISABLE_ALL`` and one intra-/inter-op
+thread. For a second opinion, the first ``reference_images`` images of every ONNX file also go
+through ``onnx.reference.ReferenceEvaluator`` (pure numpy) and must match ORT within
+``reference_tol`` (default 1e-4: numpy's Conv/LRN sum in another order, and on a trained
+alexnet-mini the two runtimes differ by ~2e-5 on logits of magnitude ~10, which is float32
+rounding, not a bug; labels must still agree).
+
+Every mismatch (top-1 label disagreement, |delta logit| above ``tol``, shape difference,
+reference disagreement) is collected first; then one :class:`~etdeploy.errors.ParityError`
+lists them all (its ``.report`` holds the full :class:`ParityReport`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from etdeploy.errors import ParityError
+
+DEFAULT_TOL = 1e-5
+DEFAULT_REFERENCE_TOL = 1e-4
+MAX_LISTED_INDICES = 10
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """Agreement of implementations ``a`` and ``b`` over ``n`` images."""
+
+    a: str
+    b: str
+    max_abs_logit_delta: float
+    label_disagreements: int
+    logit_violations: int
+    disagreeing_indices: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    names: tuple[str, ...]
+    kinds: dict[str, str]
+    n: int
+    tolerance: float
+    accuracy: dict[str, float]
+    pairs: tuple[PairResult, ...]
+    reference: dict[str, float]
+    reference_images: int
+    reference_tolerance: float
+    mismatches: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.mismatches
+
+    def pair(self, a: str, b: str) -> PairResult:
+        for p in self.pairs:
+            if {p.a, p.b} == {a, b}:
+                return p
+        raise KeyError(f"no pair {a!r}/{b!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["names"] = list(self.names)
+        d["pairs"] = [{**asdict(p), "disagreeing_indices": list(p.disagreeing_indices)} for p in self.pairs]
+        d["mismatches"] = list(self.mismatches)
+        d["passed"] = self.passed
+        return d
+
+    def table(self) -> str:
+        """Plain-text summary: accuracy per implementation, then one line per pair."""
+        lines = [f"parity on {self.n} images, tolerance {self.tolerance:g} (absolute, logits)"]
+        width = max(len(n) for n in self.names)
+        for name in self.names:
+            ref = self.reference.get(name)
+            extra = "" if ref is None else f"  (ReferenceEvaluator vs ORT on {self.reference_images}: {ref:.3g})"
+            lines.append(f"  {name:<{width}}  {self.kinds[name]:<5}  accuracy {self.accuracy[name]:.4f}{extra}")
+        for p in self.pairs:
+            lines.append(f"  {p.a} vs {p.b}: max |delta logit| {p.max_abs_logit_delta:.3g}, "
+                         f"top-1 disagreements {p.label_disagreements}")
+        lines.append("PASS" if self.passed else f"FAIL: {len(self.mismatches)} mismatch(es)")
+        return "\n".join(lines)
+
+
+def _is_onnx_source(model: Any) -> bool:
+    return isinstance(model, (str, os.PathLike))
+
+
+def _runner(name: str, model: Any):
+    """Return ``(kind, fn, proto)``: ``fn`` maps float32 ``(b, 3, S, S)`` numpy -> ``(b, K)`` float32."""
+    if _is_onnx_source(model):
+        from etdeploy.onnx_safety import load_onnx_checked, make_session
+
+        proto = load_onnx_checked(Path(model))
+        session = make_session(proto, threads=1, optimise=False)
+        in_name = session.get_inputs()[0].name
+        out_name = session.get_outputs()[0].name
+
+        def run_onnx(x: np.ndarray) -> np.ndarray:
+            return np.asarray(session.run([out_name], {in_name: x})[0], dtype=np.float32)
+
+        return "onnx", run_onnx, proto
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise ParityError(f"implementation {name!r} is neither a torch model nor an ONNX path "
+                          f"({type(model).__name__})")
+    model.eval()
+
+    def run_torch(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).detach().to(torch.float32).numpy()
+
+    return "torch", run_torch, None
+
+
+def compare_logits(a: np.ndarray, b: np.ndarray, tol: float) -> tuple[float, np.ndarray, np.ndarray]:
+    """``(N, K), (N, K) -> (max |a - b|, label_disagree (N,) bool, logit_violation (N,) bool)``."""
+    delta = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    per_image = delta.max(axis=1) if delta.size else np.zeros(len(a))
+    labels_differ = np.argmax(a, axis=1) != np.argmax(b, axis=1) if a.size else np.zeros(len(a), bool)
+    return float(per_image.max(initial=0.0)), labels_differ, ~(per_image <= tol)
+
+
+def reference_logits(proto, x: np.ndarray) -> np.ndarray:
+    """``(b, 3, S, S) -> (b, K)`` with onnx.reference.ReferenceEvaluator (numpy; slow, small b only)."""
+    from onnx.reference import ReferenceEvaluator
+
+    evaluator = ReferenceEvaluator(proto)
+    in_name = proto.graph.input[0].name
+    return np.asarray(evaluator.run(None, {in_name: x})[0], dtype=np.float32)
+
+
+def check_parity(models: Mapping[str, Any], images_uint8: np.ndarray, labels: np.ndarray,
+                 mean, std, *, tol: float = DEFAULT_TOL, batch_size: int = 32,
+                 reference_images: int = 2, reference_tol: float = DEFAULT_REFERENCE_TOL,
+                 raise_on_mismatch: bool = True) -> ParityReport:
+    """Run every implementation on the same images and compare them pairwise.
+
+    ``models``: ordered ``{name: torch.nn.Module | path to .onnx}`` (at least two);
+    ``images_uint8``: ``(N, 3, S, S)`` uint8; ``labels``: ``(N,)`` int. ``mean``/``std``: the
+    model's normalisation. ``reference_images``: how many leading images also run through
+    ``onnx.reference.ReferenceEvaluator`` for each ONNX implementation (0 to skip), compared with
+    ORT within ``reference_tol``.
+    Raises :class:`ParityError` listing every mismatch (unless ``raise_on_mismatch=False``).
+    """
+    from etdeploy.data.images import normalise
+
+    if len(models) < 2:
+        raise ParityError(f"parity needs at least two implementations, got {len(models)}")
+    if not tol > 0 or not reference_tol > 0:
+        raise ParityError(f"tolerances must be > 0, got {tol} and {reference_tol}")
+    images_uint8 = np.asarray(images_uint8)
+    labels = np.asarray(labels).astype(np.int64)
+    if images_uint8.ndim != 4 or images_uint8.shape[1] != 3 or images_uint8.dtype != np.uint8:
+        raise ParityError(f"images must be uint8 (N, 3, S, S), got {images_uint8.dtype} {images_uint8.shape}")
+    if len(labels) != len(images_uint8) or len(labels) == 0:
+        raise ParityError(f"{len(images_uint8)} images but {len(labels)} labels (need the same, > 0)")
+
+    runners = {name: _runner(name, model) for name, model in models.items()}
+    names = tuple(runners)
+    outputs: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for start in range(0, len(images_uint8), batch_size):
+        x = normalise(images_uint8[start:start + batch_size], mean, std).numpy()
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        for name in names:
+            outputs[name].append(runners[name][1](x))
+    logits = {name: np.concatenate(outputs[name]) for name in names}
+
+    mismatches: list[str] = []
+    accuracy = {name: float(np.mean(np.argmax(logits[name], axis=1) == labels)) for name in names}
+    pairs: list[PairResult] = []
+    for a, b in combinations(names, 2):
+        if logits[a].shape != logits[b].shape:
+            mismatches.append(f"{a} vs {b}: logits shape {logits[a].shape} != {logits[b].shape}")
+            pairs.append(PairResult(a, b, float("inf"), len(labels), len(labels), ()))
+            continue
+        delta, differ, violate = compare_logits(logits[a], logits[b], tol)
+        idx = tuple(int(i) for i in np.nonzero(differ | violate)[0])
+        pairs.append(PairResult(a, b, delta, int(differ.sum()), int(violate.sum()), idx[:MAX_LISTED_INDICES]))
+        if differ.any():
+            listed = ", ".join(str(i) for i in np.nonzero(differ)[0][:MAX_LISTED_INDICES])
+            mismatches.append(f"{a} vs {b}: top-1 label differs on {int(differ.sum())} image(s) (indices {listed}"
+                              f"{', ...' if differ.sum() > MAX_LISTED_INDICES else ''})")
+        if violate.any():
+            mismatches.append(f"{a} vs {b}: |delta logit| up to {delta:.3g} > tolerance {tol:g} on "
+                              f"{int(violate.sum())} image(s)")
+
+    reference: dict[str, float] = {}
+    n_ref = min(int(reference_images), len(images_uint8))
+    if n_ref > 0:
+        x = np.ascontiguousarray(normalise(images_uint8[:n_ref], mean, std).numpy(), dtype=np.float32)
+        for name in names:
+            kind, _, proto = runners[name]
+            if kind != "onnx":
+                continue
+            ref = reference_logits(proto, x)
+            if ref.shape != logits[name][:n_ref].shape:
+                mismatches.append(f"{name}: ReferenceEvaluator output shape {ref.shape} != ORT {logits[name][:n_ref].shape}")
+                reference[name] = float("inf")
+                continue
+            delta, differ, violate = compare_logits(ref, logits[name][:n_ref], reference_tol)
+            reference[name] = delta
+            if differ.any() or violate.any():
+                mismatches.append(f"{name}: onnx ReferenceEvaluator and ORT differ by {delta:.3g} "
+                                  f"(tolerance {reference_tol:g}; top-1 differs on {int(differ.sum())} of {n_ref})")
+
+    report = ParityReport(names=names, kinds={n: runners[n][0] for n in names}, n=len(labels),
+                          tolerance=float(tol), accuracy=accuracy, pairs=tuple(pairs), reference=reference,
+                          reference_images=n_ref, reference_tolerance=float(reference_tol),
+                          mismatches=tuple(mismatches))
+    if mismatches and raise_on_mismatch:
+        error = ParityError(f"{len(mismatches)} parity mismatch(es) on {len(labels)} images: "
+                            + "; ".join(mismatches))
+        error.report = report
+        raise error
+    return report
