@@ -131,11 +131,41 @@ def compare_logits(a: np.ndarray, b: np.ndarray, tol: float) -> tuple[float, np.
     return float(per_image.max(initial=0.0)), labels_differ, ~(per_image <= tol)
 
 
+def lrn_reference(x: np.ndarray, size: int, alpha: float, beta: float, bias: float) -> np.ndarray:
+    """ONNX ``LRN`` exactly as the operator spec defines it, ``(N, C, H, W) -> (N, C, H, W)``.
+
+    ``square_sum[n, c] = sum(x[n, i]**2 for i in [max(0, c - floor((size-1)/2)),
+    min(C-1, c + ceil((size-1)/2))])``; ``y = x / (bias + alpha / size * square_sum) ** beta``.
+    """
+    channels = x.shape[1]
+    lo, hi = (size - 1) // 2, -(-(size - 1) // 2)
+    squares = x.astype(np.float64) ** 2
+    square_sum = np.zeros_like(squares)
+    for c in range(channels):
+        square_sum[:, c] = squares[:, max(0, c - lo):min(channels, c + hi + 1)].sum(axis=1)
+    return (x / (bias + (alpha / size) * square_sum) ** beta).astype(x.dtype)
+
+
+def _spec_lrn_op():
+    from onnx.reference.op_run import OpRun
+
+    class LRN(OpRun):
+        # onnx 1.23's reference LRN loops over the batch axis instead of the channel axis
+        # (channels >= batch size get square_sum 0), so the second opinion uses the spec directly.
+        def _run(self, x, alpha=None, beta=None, bias=None, size=None):
+            return (lrn_reference(x, int(size), float(alpha), float(beta), float(bias)),)
+
+    return LRN
+
+
 def reference_logits(proto, x: np.ndarray) -> np.ndarray:
-    """``(b, 3, S, S) -> (b, K)`` with onnx.reference.ReferenceEvaluator (numpy; slow, small b only)."""
+    """``(b, 3, S, S) -> (b, K)`` with onnx.reference.ReferenceEvaluator (numpy; slow, small b only).
+
+    Its LRN is replaced by :func:`lrn_reference` (the installed onnx's reference LRN is wrong).
+    """
     from onnx.reference import ReferenceEvaluator
 
-    evaluator = ReferenceEvaluator(proto)
+    evaluator = ReferenceEvaluator(proto, new_ops=[_spec_lrn_op()])
     in_name = proto.graph.input[0].name
     return np.asarray(evaluator.run(None, {in_name: x})[0], dtype=np.float32)
 

@@ -142,3 +142,15 @@ def test_parity_cli(sliced_setup, tmp_path):
                  "--out", str(out), "--no-progress"]) == 2
     assert main(["parity", "--model", str(tmp_path / "masked"), "--export", str(result.out_dir), "--split", "test",
                  "--no-progress"]) == 2
+
+
+def test_reference_lrn_follows_the_onnx_spec_and_torch():
+    import numpy as np
+    import torch
+
+    from etdeploy.parity import lrn_reference
+
+    x = (np.random.default_rng(0).standard_normal((1, 8, 5, 5)) * 30).astype(np.float32)
+    ours = lrn_reference(x, 5, 1e-4, 0.75, 2.0)
+    ref = torch.nn.functional.local_response_norm(torch.from_numpy(x), 5, 1e-4, 0.75, 2.0).numpy()
+    assert np.abs(ours - ref).max() <= 1e-5 * np.abs(ref).max()

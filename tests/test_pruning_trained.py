@@ -64,7 +64,7 @@ def test_sliced_equals_masked_on_bundled_images(trained_mini, mini_ranking, held
     if percent == 95:  # 29 kept flatten positions fall in at most 29 of the 64 channels: the rest go
         removed = record["conv"]["removed_channels"]
         assert len(removed) >= 64 - 29
-        assert widths[0] == (64 - len(removed)) * 9
+        assert widths[0] == 29 and sliced.classifier[1].in_width == (64 - len(removed)) * 9
 
 
 def test_bottom_first_curve_above_top_first(trained_mini, mini_ranking, heldout):

@@ -21,13 +21,23 @@ def _tensor_elements(tensor) -> int:
     return n
 
 
+def _is_float(tensor) -> bool:
+    import onnx
+
+    return tensor.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                                onnx.TensorProto.BFLOAT16)
+
+
 def parameter_count(model) -> int:
-    """Elements in all initializers and Constant-node tensors (what the graph stores as weights)."""
-    total = sum(_tensor_elements(t) for t in model.graph.initializer)
+    """Elements of the floating-point initializers and Constant-node tensors (the graph's weights).
+
+    Integer tensors (Gather indices of a sliced flatten layer, Reshape shapes) are not parameters.
+    """
+    total = sum(_tensor_elements(t) for t in model.graph.initializer if _is_float(t))
     for node in model.graph.node:
         if node.op_type == "Constant":
             for attr in node.attribute:
-                if attr.HasField("t"):
+                if attr.HasField("t") and _is_float(attr.t):
                     total += _tensor_elements(attr.t)
     return total
 

@@ -5,7 +5,10 @@ A model has two children:
 - ``features``: an ``nn.Sequential`` of local ops (Conv2d, pooling, LocalResponseNorm, ReLU and
   other pointwise activations, BatchNorm2d, Dropout);
 - ``classifier``: an ``nn.Sequential`` ``Flatten -> (Linear -> act [-> Dropout])* -> Linear``,
-  optionally with :class:`NeuronMask` modules after the Flatten and after each hidden activation.
+  optionally with :class:`NeuronMask` modules after the Flatten and after each hidden activation,
+  and optionally one :class:`SelectFeatures` right after the Flatten (before its NeuronMask): a
+  sliced model uses it to drop flattened positions; the ``flatten`` layer is then the selected
+  features (its width = the first Linear's ``in_features``).
 
 The ranked ("dense") layers are named from the classifier: ``flatten`` is the Flatten output,
 ``dense1``, ``dense2``... the outputs of the hidden Linear+activation blocks. Splitting the network at
@@ -20,6 +23,7 @@ from torch import nn
 
 from etdeploy.errors import ContractError
 from etdeploy.models.masks import NeuronMask
+from etdeploy.models.select import SelectFeatures
 
 LOCAL_FEATURE_TYPES: tuple[type[nn.Module], ...] = (
     nn.Conv2d,
@@ -46,7 +50,8 @@ class DenseLayer:
     ``split`` is the index in ``classifier`` where ``G`` starts (everything before it, including the
     layer's own mask, belongs to ``H``); ``mask_index`` is the classifier index of its NeuronMask
     (``None`` when the model carries no masks); ``linear_index`` the Linear producing it (``None``
-    for ``flatten``); ``next_linear_index`` the Linear that consumes it.
+    for ``flatten``); ``next_linear_index`` the Linear that consumes it; ``select_index`` the
+    classifier index of the :class:`SelectFeatures` after the Flatten (``flatten`` only, else ``None``).
     """
 
     name: str
@@ -55,6 +60,7 @@ class DenseLayer:
     mask_index: int | None
     linear_index: int | None
     next_linear_index: int
+    select_index: int | None = None
 
 
 def _check_features(model: nn.Module) -> None:
@@ -86,14 +92,24 @@ def dense_layers(model: nn.Module) -> list[DenseLayer]:
 
     layers: list[DenseLayer] = []
     i = 1
+    select_index = None
+    if i < len(modules) and isinstance(modules[i], SelectFeatures):
+        select_index = i
+        i += 1
     mask_index = None
     if i < len(modules) and isinstance(modules[i], NeuronMask):
         mask_index = i
         i += 1
     first_linear = modules[linears[0]]
-    layers.append(DenseLayer("flatten", first_linear.in_features, i, mask_index, None, linears[0]))
+    layers.append(DenseLayer("flatten", first_linear.in_features, i, mask_index, None, linears[0], select_index))
     if i != linears[0]:
         raise ContractError(f"classifier[{i}] must be the first nn.Linear, found {type(modules[i]).__name__}")
+    if select_index is not None and modules[select_index].out_width != first_linear.in_features:
+        raise ContractError(f"classifier[{select_index}] selects {modules[select_index].out_width} features but the "
+                            f"first nn.Linear takes {first_linear.in_features}")
+    if mask_index is not None and modules[mask_index].width != first_linear.in_features:
+        raise ContractError(f"classifier[{mask_index}] (flatten NeuronMask) has width {modules[mask_index].width} "
+                            f"but the first nn.Linear takes {first_linear.in_features}")
 
     for k, lin_idx in enumerate(linears[:-1], start=1):
         j = lin_idx + 1

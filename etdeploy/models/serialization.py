@@ -8,7 +8,6 @@ code from the model directory.
 from __future__ import annotations
 
 import json
-
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import nn
 from etdeploy.errors import ModelError
 from etdeploy.fileio import StagedDir, atomic_write_bytes, canonical_json, sha256_bytes, sha256_file
 from etdeploy.models.masks import NeuronMask
+from etdeploy.models.select import SelectFeatures
 from etdeploy.models.zoo import ETModel, ModelSpec
 
 SPEC_FILE = "spec.json"
@@ -76,6 +76,8 @@ def describe_module(m: nn.Module) -> dict[str, Any]:
                 "bias": m.bias is not None}
     if isinstance(m, NeuronMask):
         return {"type": "NeuronMask", "width": m.width}
+    if isinstance(m, SelectFeatures):  # the indices themselves are a buffer: they live in the safetensors
+        return {"type": "SelectFeatures", "in_width": m.in_width, "out_width": m.out_width}
     raise ModelError(f"cannot serialise layer type {type(m).__name__}")
 
 
@@ -100,6 +102,7 @@ _BUILDERS = {
     "Flatten": lambda d: nn.Flatten(),
     "Linear": lambda d: nn.Linear(d["in_features"], d["out_features"], bias=d["bias"]),
     "NeuronMask": lambda d: NeuronMask(d["width"]),
+    "SelectFeatures": lambda d: SelectFeatures.placeholder(int(d["in_width"]), int(d["out_width"])),
 }
 
 
@@ -231,7 +234,15 @@ def load_model(model_dir: str | os.PathLike) -> ETModel:
     for key, value in tensors.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise ModelError(f"tensor {key} contains NaN or Inf", weights_path)
+    for key, value in tensors.items():
+        if key.endswith(".indices") and value.is_floating_point():
+            raise ModelError(f"tensor {key} holds feature indices and must be an integer tensor, got {value.dtype}",
+                             weights_path)
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
+    for index, module in enumerate(model.classifier):
+        problem = module.validate() if isinstance(module, SelectFeatures) else None
+        if problem is not None:
+            raise ModelError(f"classifier.{index} (SelectFeatures): {problem}", weights_path)
     model.eval()
     return model
 
