@@ -142,5 +142,10 @@ class StagedDir:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
         if self.final.exists():
-            shutil.rmtree(self.final)
+            # keep the old folder until the new one is in place: a crash here leaves the old one (renamed)
+            aside = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.", suffix=".old", dir=self.final.parent))
+            os.replace(self.final, aside / "old")
+            os.replace(self.tmp, self.final)
+            shutil.rmtree(aside, ignore_errors=True)
+            return
         os.replace(self.tmp, self.final)

@@ -8,12 +8,14 @@ Order of checks in :func:`load_onnx_checked` (nothing reaches ONNX Runtime befor
    ``..`` component, no symlink anywhere on the way, the file exists and is a regular file; the
    total size of external data is also bounded by ``max_bytes``;
 4. the IR version is one the installed onnxruntime accepts (probed once, see
-   :func:`ort_max_ir_version`) and one the onnx checker knows;
+   :func:`ort_max_ir_version`) and one the onnx checker knows; no graph input or output declares a
+   negative dimension or a static size above ``max_bytes``;
 5. ``onnx.checker.check_model(full_check=True)`` (type and shape inference over the whole graph).
 
 :func:`make_session` builds the reference ORT session used for checks (CPU provider,
-``ORT_DISABLE_ALL``, one intra- and one inter-op thread). :func:`probe_ort_load_in_subprocess` loads
-an untrusted file in a child process, so a crash inside ONNX Runtime's C++ cannot take the caller down.
+``ORT_DISABLE_ALL``, one intra- and one inter-op thread); its ``run`` raises :class:`OnnxModelError` when
+ONNX Runtime fails on a graph that passed the checks. :func:`probe_ort_load_in_subprocess` loads an
+untrusted file in a child process, so a crash inside ONNX Runtime's C++ cannot take the caller down.
 """
 
 from __future__ import annotations
@@ -150,6 +152,7 @@ def load_onnx_checked(path: str | os.PathLike, *, max_bytes: int = MAX_ONNX_BYTE
         raise OnnxModelError("not a valid ONNX model: the graph has no nodes (truncated or not ONNX)", path)
     locations = check_external_data(model, path, max_bytes)
     _check_versions(model, path)
+    _check_io_shapes(model, path, max_bytes)
     try:
         if locations:
             onnx.load_external_data_for_model(model, str(path.parent))
@@ -179,6 +182,31 @@ def _check_versions(model, path: Path) -> None:
         raise OnnxModelError("model imports no default-domain opset", path)
 
 
+def _check_io_shapes(model, path: Path, max_bytes: int) -> None:
+    """Refuse graph inputs/outputs whose declared static size is absurd (negative, or one tensor above
+    ``max_bytes`` with symbolic dimensions counted as 1): consumers allocate buffers from these shapes."""
+    from onnx import helper
+
+    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
+        for value in values:
+            if not value.type.HasField("tensor_type"):
+                continue
+            tensor_type = value.type.tensor_type
+            dims = [d.dim_value for d in tensor_type.shape.dim if d.HasField("dim_value")]
+            if any(d < 0 for d in dims):
+                raise OnnxModelError(f"graph {kind} {value.name!r} declares a negative dimension {dims}", path)
+            try:
+                itemsize = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).itemsize
+            except (KeyError, TypeError, ValueError):
+                itemsize = 1  # unknown element type: onnx.checker reports it
+            size = itemsize
+            for d in dims:
+                size *= d
+            if size > max_bytes:
+                raise OnnxModelError(f"graph {kind} {value.name!r} declares shape {dims}: {size} bytes, above the "
+                                     f"{max_bytes}-byte limit", path)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -188,7 +216,8 @@ def make_session(model, *, threads: int = 1, optimise: bool = False, allow_spinn
     """ORT CPU session with a fixed thread count; graph optimisations off unless ``optimise``.
 
     ``model`` is a checked ``onnx.ModelProto`` (from :func:`load_onnx_checked`) or a path, which is
-    then checked first.
+    then checked first. ORT's own log is limited to fatal messages: failures surface as one
+    :class:`OnnxModelError` (at creation or from ``run``), not as extra console lines.
     """
     import onnx
     import onnxruntime as ort
@@ -202,11 +231,33 @@ def make_session(model, *, threads: int = 1, optimise: bool = False, allow_spinn
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimise
                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
-    options.log_severity_level = 3
+    options.log_severity_level = 4
     try:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return checked_session_class()(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise OnnxModelError(f"onnxruntime cannot load the model: {_first_line(exc)}") from exc
+
+
+@functools.lru_cache(maxsize=1)
+def checked_session_class():
+    """``onnxruntime.InferenceSession`` whose ``run`` reports ONNX Runtime failures as :class:`OnnxModelError`.
+
+    A graph can pass ``onnx.checker`` and session creation and still fail at run time (a declared
+    input shape that no real input has, a Conv ``group`` larger than its channels...); such a model
+    is bad input, not an internal error.
+    """
+    import onnxruntime as ort
+
+    class CheckedInferenceSession(ort.InferenceSession):
+        def run(self, output_names, input_feed, run_options=None):
+            try:
+                return super().run(output_names, input_feed, run_options)
+            except Exception as exc:
+                if not type(exc).__module__.startswith("onnxruntime"):
+                    raise
+                raise OnnxModelError(f"onnxruntime failed to run the model: {_first_line(exc)}") from exc
+
+    return CheckedInferenceSession
 
 
 _PROBE = (

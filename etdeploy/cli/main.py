@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "params": "etdeploy.cli.prune_cmds:params",
     "export": "etdeploy.cli.export_cmds:export",
     "parity": "etdeploy.cli.export_cmds:parity",
+    "explain": "etdeploy.cli.explain_cmds:explain",
     "targets": "etdeploy.cli.export_cmds:targets",
     "fit": "etdeploy.cli.export_cmds:fit",
     "config": "etdeploy.cli.run_cmds:config",
@@ -66,11 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     try:
         cli.main(args=args, prog_name="etdeploy", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:  # click turns Ctrl-C (KeyboardInterrupt) into Abort
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            click.echo("error: interrupted", err=True)
+            return 130
         click.echo("error: aborted", err=True)
         return 2
-    except click.ClickException as exc:
-        exc.show()
+    except click.ClickException as exc:  # usage errors too: one line, like every other user error
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if isinstance(exc, click.UsageError) and ctx else ""
+        click.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code

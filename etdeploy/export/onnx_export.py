@@ -114,6 +114,10 @@ def prepare_for_export(model, masks: str = "refuse"):
                 + "); slice it first (etdeploy.pruning.slice_model) so the ONNX graph has the smaller "
                 "dense layers, or choose masks='keep' (exports Mul by a constant) / 'drop' (all-ones masks only)"
             )
+        empty = [name for name, m in model_masks(work).items() if not m.kept]
+        if empty:
+            raise ExportError(f"every neuron of layer(s) {', '.join(empty)} is masked: the output would not depend "
+                              "on the input")
         if masks == "drop":
             not_ones = [name for name, m in model_masks(work).items() if len(m.kept) != m.width]
             if not_ones:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from etdeploy.errors import PruningError
+
 
 class NeuronMask(nn.Module):
     """``(batch, n) -> (batch, n)``: multiplies each neuron by a 0/1 entry of ``mask``.
@@ -24,9 +26,9 @@ class NeuronMask(nn.Module):
     def set_mask(self, values) -> None:
         values = torch.as_tensor(values, dtype=self.mask.dtype).reshape(-1)
         if values.numel() != self.width:
-            raise ValueError(f"mask has {values.numel()} entries, layer has {self.width}")
+            raise PruningError(f"mask has {values.numel()} entries, layer has {self.width}")
         if not bool(((values == 0) | (values == 1)).all()):
-            raise ValueError("mask entries must be 0 or 1")
+            raise PruningError("mask entries must be 0 or 1")
         with torch.no_grad():
             self.mask.copy_(values)
 

@@ -115,13 +115,170 @@ def _training(ctx, s: dict[str, Any]) -> tuple[str, str, str] | None:
     classes = s.get("data", {}).get("classes", [])
     rows = [[c, t["per_class_test_accuracy"][k]] for k, c in enumerate(classes)]
     conf = [[classes[k]] + list(row) for k, row in enumerate(t["confusion_test"])] if classes else []
-    parts = [table(["split", "accuracy"], [[k, v] for k, v in t["accuracy"].items()]),
+    parts = [table(["split", "accuracy"], [[k, t["accuracy"][k]] for k in ("train", "val", "test")]),
              "<h3>Per-class test accuracy</h3>", table(["class", "accuracy"], rows),
              "<h3>Test confusion matrix (rows: true, columns: predicted)</h3>",
              table(["true \\ predicted"] + classes, conf)]
     if t.get("history"):
         parts.append(img(plots.training_curve(t["history"]), "training curve"))
     return ("training", "Training", "".join(parts))
+
+
+def _ranking(ctx, s: dict[str, Any]) -> tuple[str, str, str] | None:
+    if "rank" not in s:
+        return None
+    from etdeploy.attribution.result import load_ranking
+
+    r = s["rank"]
+    ranking = load_ranking(ctx.stage_dir("rank") / "ranking")
+    order = r["layer_order"]
+    rows = [[n, r["layers"][n]["width"], r["layers"][n]["live"], r["layers"][n]["dead"], r["layers"][n]["gap_mean"],
+             r["layers"][n]["gap_max"]] for n in order]
+    parts = [f"<p>Integrated gradients at the input of each dense layer, {r['steps']} {r['method']} steps, on "
+             f"{r['n_images']} {r['split']} images. Rank = −E[attribution to the loss] (higher = more useful); "
+             "dead neurons (never active) have rank exactly 0 and are pruned first. Full per-neuron tables: "
+             "<code>rank/ranking/&lt;layer&gt;.csv</code>.</p>",
+             table(["layer", "neurons", "live", "dead", "completeness gap mean", "gap max"], rows),
+             img(plots.rank_histogram({n: (ranking.layers[n].rank, ranking.layers[n].live) for n in order}), "ranks")]
+    classes = r["classes"]
+    for name in order:
+        v = r["layers"][name]
+        la = ranking.layers[name]
+        header = ["neuron", "rank", "activation mean"] + [f"E[A→{c}]" for c in classes]
+        top = [[t["index"], t["rank"], float(la.activation_mean[t["index"]])]
+               + [float(x) for x in la.ea[t["index"]]] for t in v["top"][:5]]
+        bottom = [[t["index"], t["rank"], float(la.activation_mean[t["index"]])]
+                  + [float(x) for x in la.ea[t["index"]]] for t in v["bottom_live"][:5]]
+        parts += [f"<h3>{name}: top 5 neurons</h3>", table(header, top),
+                  f"<h3>{name}: bottom 5 live neurons</h3>", table(header, bottom)]
+    last = order[-1]
+    best = r["layers"][last]["top"][0]["index"]
+    worst = r["layers"][last]["bottom_live"][0]["index"] if r["layers"][last]["bottom_live"] else best
+    parts.append("<h3>Conditional expected attributions of the best and worst live neuron of " + last + "</h3>")
+    parts.append("<div class='grid'>" + img(plots.ea_bars(ranking.layers[last].ea_class, classes, best, last), "EA")
+                 + img(plots.ea_bars(ranking.layers[last].ea_class, classes, worst, last), "EA") + "</div>")
+    return ("ranking", "Neuron attribution and ranking", "".join(parts))
+
+
+def _sweep(ctx, s: dict[str, Any]) -> tuple[str, str, str] | None:
+    if "sweep" not in s:
+        return None
+    w = s["sweep"]
+    main = [n for n in w["schedules"] if not n.startswith("class-ea")]
+    rows = [[n, w["auc"][n]] + list(w["auc_per_class"][n]) for n in main]
+    parts = [f"<p>Accuracy on the {w['split']} split ({w['n_images']} images) while masking the neurons of "
+             f"<b>{w['layer']}</b> in schedule order, without retraining. Area under each curve on x = fraction "
+             "masked (higher = more robust). Expected: bottom-first above random above top-first.</p>",
+             table(["schedule", "area"] + [f"area {c}" for c in w["classes"]], rows),
+             img(plots.sweep_curves(w["curves"], w["width"], w["layer"], main, "accuracy vs neurons masked"),
+                 "sweep")]
+    class_ea = [n for n in w["schedules"] if n.startswith("class-ea")]
+    if class_ea:
+        parts.append("<h3>Per-class EA pruning (paper Fig. 11): masking the neurons with the highest E<sup>k</sup>"
+                     "<sub>kk</sub> of one class k</h3><div class='grid'>")
+        for name in class_ea:
+            k = int(name.split(":")[1])
+            parts.append(img(plots.class_ea_curves(w["curves"][name], w["classes"], w["width"], w["layer"],
+                                                   f"pruning by EA of '{w['classes'][k]}'"), name))
+        parts.append("</div>")
+    return ("sweep", "Pruning sweeps", "".join(parts))
+
+
+def _prune(ctx, s: dict[str, Any]) -> tuple[str, str, str] | None:
+    if "prune" not in s:
+        return None
+    p = s["prune"]
+    rows = []
+    for r in p["percents"].values():
+        rows.append([f"{r['percent']:g} %", ", ".join(f"{k} {v}" for k, v in r["kept"].items()),
+                     r["accuracy_original"], r["accuracy_masked"], r["accuracy_finetuned"],
+                     r["parameters"]["original"], r["parameters"]["sliced"], r["parameters"]["percent_cut"],
+                     r["sliced_vs_masked_max_abs_logit_diff"]])
+    parts = [f"<p>Schedule <b>{p['schedule']}</b> on layers {', '.join(p['layers'])}; fine-tuning "
+             f"{p['finetune_epochs']} epochs with the masks held (masked weights receive no update). Accuracy on "
+             "the test split. Parameters after physical slicing (an ordinary smaller network).</p>",
+             table(["masking", "neurons kept", "acc. original", "acc. masked", "acc. fine-tuned", "params before",
+                    "params after", "% cut", "sliced vs masked max |Δ logit|"], rows)]
+    params = p["export_params"]
+    layer_rows = [[r.get("name", r.get("layer", "")), r.get("shape_before", ""), r.get("shape_after", ""),
+                   r.get("before", 0), r.get("after", 0)] for r in params.get("layers", [])]
+    if layer_rows:
+        parts += [f"<h3>Parameter reduction per layer at {p['export_percent']:g} %</h3>",
+                  table(["layer", "shape before", "shape after", "params before", "params after"], layer_rows, left=3)]
+    for r in p["percents"].values():
+        if r["finetune_history"]:
+            parts.append(img(plots.training_curve(r["finetune_history"], f"fine-tuning at {r['percent']:g} %"),
+                             "fine-tuning"))
+    return ("prune", "Pruning, fine-tuning and slicing", "".join(parts))
+
+
+def _parity(ctx, s: dict[str, Any]) -> tuple[str, str, str] | None:
+    if "parity" not in s:
+        return None
+    q = s["parity"]
+    acc_rows = [[n, q["kinds"][n], q["accuracy"][n], q["reference"].get(n)] for n in q["names"]]
+    pair_rows = [[f"{r['a']} vs {r['b']}", r["max_abs_logit_delta"], r["label_disagreements"],
+                  verdict(r["label_disagreements"] == 0 and r["max_abs_logit_delta"] <= q["tolerance"])]
+                 for r in q["pairs"]]
+    exp = s.get("export", {})
+    exp_rows = [[v, e["sim_bytes"], e["parameters"], ", ".join(f"{k}×{n}" for k, n in sorted(e["ops"].items())),
+                 Raw(f"<code>{e['sim_sha256'][:16]}…</code>")] for v, e in exp.items()]
+    return ("parity", "Export and parity", table(["ONNX (simplified)", "bytes", "parameters", "ops", "sha256"],
+                                                  exp_rows)
+            + f"<p>{q['n']} {q['split']} images, tolerance {q['tolerance']:g} (absolute, logits); ONNX Runtime CPU, "
+            "graph optimisations off, 1 thread; second opinion: onnx.reference.ReferenceEvaluator on "
+            f"{q['reference_images']} images.</p>"
+            + table(["implementation", "kind", "accuracy", "ReferenceEvaluator Δ"], acc_rows)
+            + table(["pair", "max |Δ logit|", "top-1 disagreements", "verdict"], pair_rows)
+            + f"<p>Overall: {verdict(q['passed'])}</p>")
+
+
+def _explain(ctx, s: dict[str, Any]) -> tuple[str, str, str] | None:
+    if "explain" not in s:
+        return None
+    e = s["explain"]
+    figs = []
+    for m in e["maps"]:
+        png = (ctx.stage_dir("explain") / m["png"]).read_bytes()
+        ssim = f", SSIM vs exact {m['ssim_vs_exact']:.3f}" if "ssim_vs_exact" in m else ""
+        speed = f", modelled speedup {m['modelled_speedup']:.2f}×" if m.get("modelled_speedup") else ""
+        figs.append(f"<figure>{img(png, m['image'])}<figcaption>{m['kind']}: true <b>{m['true_class']}</b>, "
+                    f"predicted <b>{m['predicted_class']}</b> (p={m['base_probability']:.3f}); map of P(predicted) "
+                    f"in [{m['map_min']:.3f}, {m['map_max']:.3f}]{speed}{ssim}</figcaption></figure>")
+    tuning = ""
+    if e.get("tuning"):
+        t = e["tuning"]
+        tuning = (f"<p>Approximate mode tuned to SSIM ≥ {t['target_ssim']}: τ = {t['tau']}, r_drill = {t['r_drill']}, "
+                  f"stage-1 stride {t['stage1_stride']}; achieved min SSIM {t['min_ssim']:.3f}, modelled speedup "
+                  f"{t['modelled_speedup']:.2f}×; flat maps left out of tuning: {len(t['flat_images'])}.</p>")
+    return ("explain", "Occlusion explanations", f"<p>Occlusion maps (KRYPTON incremental executor on ONNX Runtime, "
+            f"mode <b>{e['mode']}</b>, patch {e['patch']}, stride {e['stride']}) of the {e['model']} model: the "
+            "probability of the predicted class when a gray (data-set mean) patch covers each position; dark = the "
+            "region the prediction depends on. Modelled speedup = naive MACs / executed MACs.</p>" + tuning
+            + f"<div class='grid'>{''.join(figs)}</div>")
+
+
+def _fit(ctx, s: dict[str, Any]) -> tuple[str, str, str] | None:
+    if "fit" not in s:
+        return None
+    f = s["fit"]
+    rows = []
+    for tid in f["ids"]:
+        t = f["targets"][tid]
+        o, sl = t["original"], t["sliced"]
+        ram = sl["checks"].get("ram", {})
+        rows.append([f"{t['name']} ({tid})", t["confidence"], verdict(o["fits"], "fits", "does not fit"),
+                     verdict(sl["fits"], "fits", "does not fit"), ram.get("detail", ""), o["latency_s"],
+                     sl["latency_s"], ", ".join(sl["unsupported_ops"]) or "none"])
+    a = f["analysis"]
+    comp = [[k, a["original"][k], a["sliced"][k]] for k in ("parameters", "total_macc", "weights_bytes_fp32",
+                                                           "weights_bytes_int8", "peak_activation_bytes")]
+    return ("fit", "Flight-processor fit", table(["figure", "original", "sliced"], comp)
+            + "<p>Latency estimates are MACC / sustained MAC/s (bounds; memory traffic and non-MAC ops ignored). "
+            "Pruning the dense layers cuts memory far more than compute: the convolutions dominate MACs. "
+            "Profiles tagged <i>approx</i> hold recalled figures, not datasheet values.</p>"
+            + table(["target", "confidence", "original", "sliced", "sliced RAM check", "latency s (original)",
+                     "latency s (sliced)", "unsupported ops"], rows))
 
 
 def _provenance_html(p: dict[str, Any]) -> str:
@@ -137,6 +294,7 @@ def _provenance_html(p: dict[str, Any]) -> str:
 
 
 SUMMARY_CARDS: list[Callable[[dict[str, Any]], list[str]]] = []
-SECTIONS: list[Callable[[Any, dict[str, Any]], tuple[str, str, str] | None]] = [_summary, _data, _training]
+SECTIONS: list[Callable[[Any, dict[str, Any]], tuple[str, str, str] | None]] = [_summary, _data, _training, _ranking, _sweep,
+                                                                               _prune, _parity, _explain, _fit]
 
 __all__ = ["build_report", "fmt", "verdict"]

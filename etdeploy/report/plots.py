@@ -28,3 +28,70 @@ def training_curve(history: list[dict[str, Any]], title: str = "training") -> by
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return figure_png(fig)
+
+
+def rank_histogram(ranks_by_layer: dict[str, Any]) -> bytes:
+    """Histogram of neuron ranks per layer (live neurons only)."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(ranks_by_layer), figsize=(4 * len(ranks_by_layer), 2.8), squeeze=False)
+    for ax, (name, (rank, live)) in zip(axes[0], ranks_by_layer.items()):
+        values = np.asarray(rank)[np.asarray(live, dtype=bool)]
+        ax.hist(values, bins=40, color="tab:blue")
+        ax.set_title(f"{name}: {len(values)} live neurons")
+        ax.set_xlabel("rank = -E[attribution to loss]")
+        ax.set_yscale("log")
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def ea_bars(ea_class: Any, classes: list[str], neuron: int, layer: str) -> bytes:
+    """Conditional expected attribution E^k_ij of one neuron: one group per true class k, bars per output j."""
+    import numpy as np
+
+    ea = np.asarray(ea_class)[:, neuron, :]  # (K, n)
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    width = 0.8 / k
+    for j in range(k):
+        ax.bar(np.arange(k) + j * width, np.nan_to_num(ea[:, j]), width, label=classes[j])
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xticks(np.arange(k) + 0.4 - width / 2)
+    ax.set_xticklabels(classes, fontsize=7, rotation=15)
+    ax.set_xlabel("images of true class k")
+    ax.set_ylabel("E^k attribution")
+    ax.set_title(f"{layer} neuron {neuron}")
+    ax.legend(fontsize=6, ncol=3, title="to output j", title_fontsize=6)
+    return figure_png(fig)
+
+
+def sweep_curves(curves: dict[str, Any], width: int, layer: str, names: list[str], title: str) -> bytes:
+    """Accuracy vs neurons masked, one line per schedule."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for name in names:
+        c = curves[name]
+        ax.plot(c["counts"], c["accuracy"], marker=".", label=name)
+    ax.set_xlabel(f"neurons of {layer} masked (of {width})")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return figure_png(fig)
+
+
+def class_ea_curves(curve: dict[str, Any], classes: list[str], width: int, layer: str, title: str) -> bytes:
+    """Per-class accuracy while pruning by one class's EA (paper Fig. 11)."""
+    import numpy as np
+
+    per = np.asarray([[np.nan if v is None else v for v in row] for row in curve["per_class_accuracy"]], dtype=float)
+    fig, ax = plt.subplots(figsize=(4.2, 2.8))
+    for k, name in enumerate(classes):
+        ax.plot(curve["counts"], per[:, k], label=name, lw=1.2)
+    ax.set_xlabel(f"{layer} neurons masked (of {width})")
+    ax.set_ylabel("class accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+    return figure_png(fig)
