@@ -55,6 +55,15 @@ def _take(t: torch.Tensor | None, dim: int, keep: torch.Tensor | None) -> torch.
     return t.detach().index_select(dim, keep).clone()
 
 
+def _filled(new: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+    """Copy the sliced ``weight`` (and ``bias``, if the layer has one) into the freshly built ``new``."""
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if bias is not None:
+            new.bias.copy_(bias)
+    return new
+
+
 @dataclass(frozen=True)
 class LinearSlicer:
     """``nn.Linear``: keep rows ``out_keep`` (and their bias), columns ``in_keep``."""
@@ -64,11 +73,7 @@ class LinearSlicer:
     def slice(self, module, in_keep, out_keep):
         weight = _take(_take(module.weight, 0, out_keep), 1, in_keep)
         new = nn.Linear(weight.shape[1], weight.shape[0], bias=module.bias is not None)
-        with torch.no_grad():
-            new.weight.copy_(weight)
-            if module.bias is not None:
-                new.bias.copy_(_take(module.bias, 0, out_keep))
-        return new
+        return _filled(new, weight, _take(module.bias, 0, out_keep))
 
 
 @dataclass(frozen=True)
@@ -84,11 +89,7 @@ class Conv2dSlicer:
         new = nn.Conv2d(weight.shape[1], weight.shape[0], module.kernel_size, stride=module.stride,
                         padding=module.padding, dilation=module.dilation, groups=module.groups,
                         bias=module.bias is not None, padding_mode=module.padding_mode)
-        with torch.no_grad():
-            new.weight.copy_(weight)
-            if module.bias is not None:
-                new.bias.copy_(_take(module.bias, 0, out_keep))
-        return new
+        return _filled(new, weight, _take(module.bias, 0, out_keep))
 
 
 @dataclass(frozen=True)
