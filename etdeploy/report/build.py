@@ -293,7 +293,37 @@ def _provenance_html(p: dict[str, Any]) -> str:
             + "</pre></details>")
 
 
-SUMMARY_CARDS: list[Callable[[dict[str, Any]], list[str]]] = []
+def _pruned_cards(s: dict[str, Any]) -> list[str]:
+    if "prune" not in s:
+        return []
+    p = s["prune"]
+    r = p["percents"].get(next((k for k, v in p["percents"].items() if v["percent"] == p["export_percent"]), ""))
+    if r is None:
+        return []
+    after = r["accuracy_finetuned"] if r["accuracy_finetuned"] is not None else r["accuracy_masked"]
+    return [card(f"test accuracy, {r['percent']:g} % pruned", f"{r['accuracy_masked']:.3f} → {after:.3f}",
+                 " masked → fine-tuned"),
+            card("parameters after slicing", f"{r['parameters']['sliced']:,}",
+                 f" (−{r['parameters']['percent_cut']:.1f} %)")]
+
+
+def _verdict_cards(s: dict[str, Any]) -> list[str]:
+    cards = []
+    if "parity" in s:
+        cards.append(card("parity (4 implementations)", "PASS" if s["parity"]["passed"] else "FAIL",
+                          f" max |Δ| {max(p['max_abs_logit_delta'] for p in s['parity']['pairs']):.1e}"))
+    if "fit" in s:
+        f = s["fit"]
+        fits = sum(1 for t in f["targets"].values() if t["sliced"]["fits"])
+        orig = sum(1 for t in f["targets"].values() if t["original"]["fits"])
+        cards.append(card("targets the pruned model fits", f"{fits}/{len(f['ids'])}", f" (unpruned {orig})"))
+    if "data" in s:
+        d = s["data"]
+        cards.append(card("data", d["name"], f" {sum(sum(v) for v in d['counts'].values())} images"))
+    return cards
+
+
+SUMMARY_CARDS: list[Callable[[dict[str, Any]], list[str]]] = [_pruned_cards, _verdict_cards]
 SECTIONS: list[Callable[[Any, dict[str, Any]], tuple[str, str, str] | None]] = [_summary, _data, _training, _ranking, _sweep,
                                                                                _prune, _parity, _explain, _fit]
 
