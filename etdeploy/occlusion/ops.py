@@ -11,6 +11,8 @@ cached base activation once instead). Supporting a new operator means adding one
 
 from __future__ import annotations
 
+import abc
+
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,13 +115,14 @@ def _window(node, attrs: dict[str, Any], kernel: tuple[int, int], in_hw: tuple[i
     return gy, gx, pads
 
 
-class OpHandler:
+class OpHandler(abc.ABC):
     """Parse one ONNX node of the local prefix. ``in_shape`` is ``(C, H, W)`` of its activation input."""
 
     op_type: str = ""
 
+    @abc.abstractmethod
     def parse(self, node, consts: dict[str, np.ndarray], in_shape: tuple[int, int, int]) -> PrefixOp:
-        raise NotImplementedError
+        """Describe ``node`` as a :class:`PrefixOp` (geometry, stripped node) or raise UnsupportedOpError."""
 
 
 class ConvHandler(OpHandler):
