@@ -50,7 +50,7 @@ def class_ea_at(run: Path, layer: str, class_index: int, count: int) -> dict:
             "overall_after": curve["accuracy"][1]}
 
 
-def _sol25_lines(s: dict, config: Path) -> list[str]:
+def _sol25_lines(s: dict, config: Path, cfg) -> list[str]:
     t, p = s["train"], s["prune"]["percents"]
     auc = s["sweep"]["auc"]
     counts = s["data"]["counts"]
@@ -60,6 +60,10 @@ def _sol25_lines(s: dict, config: Path) -> list[str]:
             f"ones), at most {s['data'].get('cap', 150) or 150} images per class and split: "
             f"{sum(counts['train'])}/{sum(counts['val'])}/{sum(counts['test'])} images; classes without test images: "
             f"{', '.join(empty) or 'none'}.", "",
+            f"AlexNet-227 with 25 outputs, {cfg.model.epochs} epochs of Adam {cfg.model.lr:g}, batch 32, "
+            "best-on-validation. With the paper's Adam 1e-3 the same 6 epochs collapsed to predicting one class "
+            "(train/val/test 10.6/11.4/1.5 %), so this setting uses 1e-4 (METHOD.md section 1b measured 1e-4 as the "
+            "better rate on CPU-sized runs); fine-tuning uses the same rate.", "",
             "| figure | etdeploy |", "|---|---|",
             f"| Train / val / test accuracy | {' / '.join(pct(t['accuracy'][k]) for k in ('train', 'val', 'test'))} |",
             f"| Live neurons of dense2 | {s['rank']['layers']['dense2']['live']} of 4096 |",
@@ -71,7 +75,12 @@ def _sol25_lines(s: dict, config: Path) -> list[str]:
             f"{pct(p['p95']['accuracy_finetuned'])} |",
             f"| Parameters cut at 95 % (sliced) | {p['p95']['parameters']['cut']:,} "
             f"({p['p95']['parameters']['percent_cut']:.1f} %) |",
-            f"| Parity of the 95 % model | {'PASS' if s['parity']['passed'] else 'FAIL'} |", ""]
+            f"| Parity of the 95 % model | {'PASS' if s['parity']['passed'] else 'FAIL'} |", "",
+            "This setting is far harder than the paper's: 25 classes trained from scratch on 1420 images, later sols "
+            "in val/test with other class proportions, and classes absent from some splits; the model overfits "
+            "(train 75 % vs test 14 %). Wagstaff et al. fine-tuned an ImageNet-pretrained AlexNet, which is not "
+            "available here (no downloads). The pipeline still behaves as specified: bottom-first stays above "
+            "top-first, slicing is exact and parity passes on 1051 images.", ""]
 
 
 def pct(v) -> str:
@@ -173,7 +182,7 @@ def main() -> None:
          f"{p95['parameters']['cut']:,} ({p95['parameters']['percent_cut']:.1f} %)",
          "Keep round(n(1-q)) per layer: 217 parameters from the paper's count at 95 % (METHOD.md section 3)."),
     ]
-    sol = None
+    sol = sol_cfg = None
     if args.sol25_config is not None:
         sol_cfg = load_config(args.sol25_config)
         sol_report = run_pipeline(sol_cfg, args.sol25_run, resume=True, progress=True,
@@ -196,7 +205,7 @@ def main() -> None:
     lines += ["", f"Parity of the 95 % model (masked torch, sliced torch, ONNX, simplified ONNX) on the test split: "
               f"{'PASS' if parity['passed'] else 'FAIL'}, max |Δ logit| "
               f"{max(p['max_abs_logit_delta'] for p in parity['pairs']):.2g}.", "",
-              *(_sol25_lines(sol, args.sol25_config) if sol is not None else []),
+              *(_sol25_lines(sol, args.sol25_config, sol_cfg) if sol is not None else []),
               "Plots: `training.png`, `sweep_dense2.png` (bottom-first / random / top-first), "
               "`class_ea_drill_hole.png` (paper Fig. 11).", "",
               "The full V&V report of this run is `runs/paper/report/report.html` (not committed: it embeds the "
