@@ -31,7 +31,8 @@ def main() -> None:
     parser.add_argument("--tune", type=int, default=2)
     parser.add_argument("--eval", type=int, default=3)
     parser.add_argument("--target-ssim", type=float, default=0.9)
-    parser.add_argument("--map-kind", default="prob", choices=["prob", "logit", "logprob", "drop"])
+    parser.add_argument("--map-kind", default="logit", choices=["prob", "logit", "logprob", "drop"],
+                        help="logit by default: a confident trained model gives flat probability maps")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
