@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from etdeploy.data import DataSet, load_dataset
-from etdeploy.fileio import atomic_write_json, prepare_output_dir
+from etdeploy.fileio import atomic_write_json, refuse_existing_output
 
 
 def open_data(source: str | os.PathLike = "bundled", *, grouping: str = "paper5", recipe: str = "paper",
@@ -50,9 +50,7 @@ def train_model(arch: str, dataset: DataSet, *, epochs: int = 10, seed: int = 0,
     from etdeploy.training import TrainConfig, evaluate, train
 
     if out is not None:
-        out = Path(out)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-            prepare_output_dir(out, force=False)
+        refuse_existing_output(out, force=force)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, hflip=hflip)
     model = build_model(arch, len(dataset.classes), input_size=input_size, seed=seed,
                         class_names=dataset.classes, **(model_kwargs or {}))

@@ -92,6 +92,16 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, overwrite: bool = Fa
     return atomic_write_text(path, canonical_json(obj), overwrite=overwrite)
 
 
+def refuse_existing_output(path: str | os.PathLike, *, force: bool = False) -> None:
+    """Raise :class:`OutputExistsError` if ``path`` exists and is not an empty folder (unless ``force``).
+
+    Called before expensive work so that a run into an existing output fails at once.
+    """
+    path = Path(path)
+    if not force and path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise OutputExistsError("output directory exists and is not empty; choose a new one or pass --force", path)
+
+
 def prepare_output_dir(path: str | os.PathLike, *, force: bool = False) -> Path:
     """Create a fresh output directory.
 
@@ -125,12 +135,7 @@ class StagedDir:
         self.tmp: Path | None = None
 
     def __enter__(self) -> Path:
-        if self.final.exists() and (not self.final.is_dir() or any(self.final.iterdir())):
-            if not self.force:
-                raise OutputExistsError(
-                    "output directory exists and is not empty; choose a new one or pass --force",
-                    self.final,
-                )
+        refuse_existing_output(self.final, force=self.force)
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.", suffix=".partial", dir=self.final.parent))
         os.chmod(self.tmp, 0o755)  # mkdtemp creates 0700

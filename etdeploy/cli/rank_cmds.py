@@ -46,16 +46,13 @@ def rank(model_dir, data, grouping, recipe, cap, data_seed, split, layers, steps
     neuron: live flag, activation mean, rank, per-class rank, expected attributions) and
     OUT/attributions.safetensors (exact arrays, read back by the pruning commands).
     """
-    from pathlib import Path
-
     from etdeploy.api import data_provenance, load_split_images
     from etdeploy.attribution import rank_model, save_ranking
-    from etdeploy.errors import DataError, OutputExistsError
+    from etdeploy.errors import DataError
+    from etdeploy.fileio import refuse_existing_output
     from etdeploy.models import load_model
 
-    out_path = Path(out)
-    if out_path.exists() and (not out_path.is_dir() or any(out_path.iterdir())) and not force:
-        raise OutputExistsError("output directory exists and is not empty; choose a new one or pass --force", out)
+    refuse_existing_output(out, force=force)
     model = load_model(model_dir)
     ds = open_data_from_options(data, grouping, recipe, cap, data_seed)
     if tuple(ds.classes) != tuple(model.spec.class_names):
@@ -65,7 +62,7 @@ def rank(model_dir, data, grouping, recipe, cap, data_seed, split, layers, steps
     ranking = rank_model(model, images.images, images.labels, layers=layers, steps=steps, method=method,
                          batch_size=batch_size, progress=progress, dtype=dtype, split=split, seed=data_seed,
                          extra_settings={"data": data_provenance(ds)})
-    save_ranking(ranking, out_path, force=force)
+    save_ranking(ranking, out, force=force)
     missing = [c for c, n in zip(ranking.classes, ranking.class_counts) if n == 0]
     click.echo(f"ranked {len(images)} {split} images, {steps} steps ({method}), model {ranking.model_fingerprint[:12]}")
     if missing:

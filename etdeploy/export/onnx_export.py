@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from etdeploy.errors import ExportError
+from etdeploy.fileio import refuse_existing_output
 
 ONNX_FILE = "model.onnx"
 SIM_FILE = "model.sim.onnx"
@@ -235,10 +236,7 @@ def export_model(model, out_dir: str | os.PathLike, *, config: ExportConfig | No
     if spec is None:
         raise ExportError("model has no spec (input size, normalisation); load it with etdeploy.models.load_model")
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
-        from etdeploy.errors import OutputExistsError
-
-        raise OutputExistsError("output directory exists and is not empty; choose a new one or pass --force", out_dir)
+    refuse_existing_output(out_dir, force=force)
     work = prepare_for_export(model, config.masks)
     raw = export_onnx_bytes(work, spec.input_size, opset=config.opset)
     sim = simplify_onnx_bytes(raw)

@@ -11,14 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from etdeploy.errors import DataError, OutputExistsError, PruningError
+from etdeploy.errors import DataError, PruningError
+from etdeploy.fileio import refuse_existing_output
 
 PARITY_ATOL = 1e-5
 
 
 def _check_out(out: Path, force: bool) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise OutputExistsError("output directory exists and is not empty; choose a new one or pass --force", out)
+    refuse_existing_output(out, force=force)
 
 
 def _check_classes(model, dataset, where) -> None:
