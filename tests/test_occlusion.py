@@ -192,6 +192,37 @@ def test_drill_down_recomputes_the_requested_fraction(mini_onnx):
     assert approx.macs < exact.macs
 
 
+def test_stage_one_alone_interpolates_every_other_position(mini_onnx):
+    path, _ = mini_onnx
+    ex = IncrementalOcclusionExecutor(path, patch=8, stride=2)
+    image = random_image(64, 8)
+    exact = ex.run(image, mode="exact")
+    approx = ex.run(image, mode="approx", r_drill=0.0, stage1_stride=4)
+    coarse = grid_starts(64, 8, 4)
+    coincident = coincident_mask(coarse, coarse, exact.starts_y, exact.starts_x)
+    assert approx.exact_mask.tolist() == coincident.tolist()
+    np.testing.assert_allclose(approx.logits[coincident], exact.logits[coincident], atol=1e-5)
+    # a fine position half-way between two coarse ones on a coarse row is their mean
+    np.testing.assert_allclose(approx.logits[0, 1], (exact.logits[0, 0] + exact.logits[0, 2]) / 2, atol=1e-5)
+    assert approx.macs == len(coarse) ** 2 * ex.plan(4, 1.0).macs_per_position
+    with pytest.raises(OcclusionError, match=r"r_drill must be in \[0, 1\]"):
+        ex.run(image, mode="approx", r_drill=-0.1)
+    with pytest.raises(OcclusionError, match="unknown map kind"):
+        ex.run(image, mode="approx", r_drill=0.5, map_kind="odds")
+
+
+def test_drill_selection_follows_the_tuned_map_kind():
+    # position (0, 1) moves the logit of class 0 most; (1, 0) moves its probability most (class 1 collapses)
+    logits = np.zeros((2, 2, 2))
+    logits[0, 1] = [-6.0, -9.0]
+    logits[1, 0] = [-1.0, 3.0]
+    none = np.zeros((2, 2), dtype=bool)
+    by_logit = drill_selection(logits, np.zeros(2), 0, none, 0.25, "logit")
+    by_prob = drill_selection(logits, np.zeros(2), 0, none, 0.25, "prob")
+    assert by_logit.tolist() == [[False, True], [False, False]]
+    assert by_prob.tolist() == [[False, False], [True, False]]
+
+
 def test_interpolation_and_selection_are_consistent():
     coarse = np.arange(3 * 3 * 2, dtype=np.float64).reshape(3, 3, 2)
     cy = np.array([0, 4, 8])
@@ -215,7 +246,7 @@ def test_tuner_reaches_the_target_and_matches_the_real_run(mini_onnx, bundled_sp
     images = normalise(test.images[:3], model.spec.mean, model.spec.std).numpy()
     tune = tune_approx(ex, list(images), target_ssim=0.9, map_kind="prob", taus=(1.0, 0.6),
                        r_drills=(0.5, 0.25, 0.1), stage1_factors=(2, 3))
-    assert tune.min_ssim >= 0.9
+    assert tune.min_ssim >= 0.9 + tune.margin and tune.margin == 0.05
     assert tune.modelled_speedup >= ex.naive_macs_per_position / ex.plan(2, 1.0).macs_per_position
     assert len(tune.used_images) + len(tune.flat) == 3
     assert all(rng < 0.05 for _, rng in tune.flat)
@@ -228,6 +259,25 @@ def test_tuner_reaches_the_target_and_matches_the_real_run(mini_onnx, bundled_sp
                       if (c.tau, c.r_drill, c.stage1_stride) == (tune.tau, tune.r_drill, tune.stage1_stride))
         assert map_ssim(exact.map("prob"), approx.map("prob")) == pytest.approx(chosen.ssim[position], abs=1e-6)
         assert map_ssim(exact.map("prob"), approx.map("prob")) >= 0.9
+
+
+def test_tuning_margin_trades_cost_for_headroom(mini_onnx, bundled_splits):
+    from etdeploy.data.images import normalise
+
+    path, model = mini_onnx
+    ex = IncrementalOcclusionExecutor(path, patch=8, stride=2, batch_size=32)
+    images = list(normalise(bundled_splits["test"].images[3:6], model.spec.mean, model.spec.std).numpy())
+    grid = {"taus": (1.0,), "r_drills": (0.5, 0.25, 0.1, 0.0), "stage1_factors": (2, 3), "map_kind": "logit"}
+    bare = tune_approx(ex, images, target_ssim=0.85, margin=0.0, **grid)
+    guarded = tune_approx(ex, images, target_ssim=0.85, margin=0.1, **grid)
+    assert bare.min_ssim >= 0.85 and guarded.min_ssim >= 0.95
+    assert bare.modelled_speedup >= guarded.modelled_speedup
+    # the bare choice is the cheapest candidate that reaches the bar: every cheaper one misses it
+    assert all(c.min_ssim < 0.85 for c in bare.candidates if c.macs < min(
+        c2.macs for c2 in bare.candidates if c2.min_ssim >= 0.85))
+    assert guarded.run_kwargs()["map_kind"] == "logit"
+    with pytest.raises(OcclusionError, match="margin"):
+        tune_approx(ex, images, margin=1.0, **grid)
 
 
 def test_map_kinds_are_consistent():

@@ -71,11 +71,24 @@ def test_explain_approx_tunes_and_reports_ssim(tmp_path, cli_model, trained_mini
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     tuning = summary["tuning"]
-    assert tuning["min_ssim"] >= 0.9 and tuning["map_kind"] == "logprob"
+    assert tuning["min_ssim"] >= 0.95 and tuning["margin"] == 0.05 and tuning["map_kind"] == "logprob"
     assert summary["run"]["tau"] == tuning["tau"] and summary["run"]["r_drill"] == tuning["r_drill"]
+    assert summary["run"]["map_kind"] == "logprob"
     for index in tuning["used_images"]:  # tuning images are the first two --image
-        assert summary["images"][index]["maps"][0]["ssim_vs_exact"] >= 0.9 - 1e-9
+        assert summary["images"][index]["maps"][0]["ssim_vs_exact"] >= 0.95 - 1e-9
     assert all(entry["macs"] <= entry["naive_macs"] for entry in summary["images"])
+
+    # fixed settings, stage 1 alone (r_drill 0): a quarter of the positions computed, no tuning
+    fixed = tmp_path / "fixed"
+    args = ["explain", "--onnx", onnx_path, "--patch", "8", "--stride", "2", "--mode", "approx", "--r-drill", "0",
+            "--stage1-stride", "4", "--model", str(trained_mini_dir), "--out", str(fixed), "--no-progress",
+            "--image", images[0]]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((fixed / "summary.json").read_text())
+    assert summary["tuning"] is None and summary["run"]["r_drill"] == 0.0
+    entry = summary["images"][0]
+    assert entry["macs"] * 3 < entry["naive_macs"]
 
 
 def test_explain_errors_are_one_line(tmp_path, cli_model, bundled, capsys):

@@ -30,8 +30,11 @@ def _floats3(ctx, param, value):
               help="approx: SSIM the tuner must reach on the tuning images.")
 @click.option("--tau", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="approx: projective-field threshold (skips tuning together with --r-drill).")
-@click.option("--r-drill", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
-              help="approx: fraction of positions recomputed in stage 2.")
+@click.option("--r-drill", type=click.FloatRange(min=0, max=1), default=None,
+              help="approx: fraction of positions recomputed in stage 2 (0: stage 1 alone, interpolated).")
+@click.option("--ssim-margin", type=click.FloatRange(min=0, max=1, max_open=True), default=0.05, show_default=True,
+              help="approx: the tuner asks the tuning maps for --target-ssim plus this margin (headroom for "
+                   "images it did not see).")
 @click.option("--stage1-stride", type=click.IntRange(min=2), default=None, help="approx: stage-1 stride (2 x S).")
 @click.option("--tune-image", "tune_images", multiple=True, type=click.Path(dir_okay=False),
               help="approx: tuning image(s) (default: the first two --image).")
@@ -51,7 +54,8 @@ def _floats3(ctx, param, value):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="New output directory.")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @progress_option
-def explain(onnx_path, images, patch, stride, mode, target_ssim, tau, r_drill, stage1_stride, tune_images, classes,
+def explain(onnx_path, images, patch, stride, mode, target_ssim, tau, r_drill, ssim_margin, stage1_stride, tune_images,
+            classes,
             map_kind, model_dir, mean, std, patch_value, batch_size, threads, check_ssim, out, force,
             progress) -> None:
     """Occlusion maps (.npy + PNG overlay per image and class) and a JSON summary in OUT."""
@@ -107,17 +111,18 @@ def explain(onnx_path, images, patch, stride, mode, target_ssim, tau, r_drill, s
     run_kwargs = {"mode": mode}
     if mode == "approx":
         if tau is not None or r_drill is not None:
-            run_kwargs.update(tau=tau or 1.0, r_drill=r_drill or 1.0, stage1_stride=stage1_stride)
+            run_kwargs.update(tau=1.0 if tau is None else tau, r_drill=1.0 if r_drill is None else r_drill,
+                              stage1_stride=stage1_stride, map_kind=map_kind)
         else:
             tune_paths = list(tune_images) or list(images[:2])
             t0 = time.perf_counter()
             tune = tune_approx(executor, [load(p)[1] for p in tune_paths], target_ssim=target_ssim,
-                               map_kind=map_kind, progress=progress)
+                               map_kind=map_kind, margin=ssim_margin, progress=progress)
             timing["tuning_seconds"] = time.perf_counter() - t0
             run_kwargs.update(tune.run_kwargs())
             tuning = tune.as_dict() | {"images": [Path(p).name for p in tune_paths]}
             click.echo(f"tuned: tau={tune.tau} r_drill={tune.r_drill} stage1_stride={tune.stage1_stride} "
-                       f"min SSIM {tune.min_ssim:.3f} on {len(tune.used_images)} map(s), modelled speedup "
+                       f"min SSIM {tune.min_ssim:.3f} (asked {min(1.0, target_ssim + ssim_margin):.2f}) on {len(tune.used_images)} map(s), modelled speedup "
                        f"{tune.modelled_speedup:.1f}x" + (f"; {len(tune.flat)} flat map(s) left out" if tune.flat else ""))
 
     summary: dict = {

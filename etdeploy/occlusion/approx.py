@@ -4,12 +4,14 @@
 * Adaptive drill-down: stage 1 computes the map on the coarse grid (stride ``S1 > S``); its logits are
   interpolated (bilinear, in patch-position space) onto the fine grid; stage 2 recomputes at stride ``S``
   the fraction ``r_drill`` of the fine positions (those not already on the coarse grid) whose
-  interpolated target-class probability moved most from the unoccluded one. The rest keep the
-  interpolated values.
+  interpolated map value (of the map kind being tuned: probability, logit, ...) moved most from the
+  unoccluded one. The rest keep the interpolated values; ``r_drill = 0`` keeps stage 1 alone.
 * Tuning: on a few tuning images compute the exact maps, then for every candidate ``(tau, r_drill, S1)``
   the map it would produce, its SSIM against the exact map and its modelled cost (MACs); pick the
-  cheapest candidate whose *minimum* SSIM over the non-flat tuning maps reaches the target. Maps whose
-  range is below ``flat_threshold`` are flagged and left out (SSIM is ill-conditioned on them).
+  cheapest candidate whose *minimum* SSIM over the non-flat tuning maps reaches the target plus a safety
+  margin (default 0.05: measured on the trained AlexNet-227, the cheapest setting that just reaches 0.9 on
+  three tuning images falls below 0.9 on about one held-out image in nine; with the margin none did).
+  Maps whose range is below ``flat_threshold`` are flagged and left out (SSIM is ill-conditioned on them).
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import numpy as np
 
 from etdeploy.errors import OcclusionError
 from etdeploy.occlusion.geometry import grid_starts
-from etdeploy.occlusion.result import log_softmax, map_values
+from etdeploy.occlusion.result import map_values
 
 DEFAULT_TAUS = (1.0, 0.8, 0.6, 0.5, 0.4)
-DEFAULT_R_DRILLS = (1.0, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05, 0.02)
+DEFAULT_R_DRILLS = (1.0, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05, 0.02, 0.0)
+DEFAULT_SSIM_MARGIN = 0.05
 DEFAULT_STAGE1_FACTORS = (2, 3, 4)
 
 
@@ -55,10 +58,12 @@ def coincident_mask(cy: np.ndarray, cx: np.ndarray, fy: np.ndarray, fx: np.ndarr
 
 
 def drill_selection(interp_logits: np.ndarray, base_logits: np.ndarray, target: int, coincident: np.ndarray,
-                    r_drill: float) -> np.ndarray:
-    """``(ny, nx, K) -> (ny, nx)`` bool: the ``ceil(r_drill * n)`` non-coincident positions with the largest
-    interpolated change of the target-class probability (ties broken by position order)."""
-    change = np.abs(np.exp(log_softmax(interp_logits)[..., target]) - np.exp(log_softmax(base_logits)[target]))
+                    r_drill: float, map_kind: str = "prob") -> np.ndarray:
+    """``(ny, nx, K) -> (ny, nx)`` bool: the ``ceil(r_drill * n)`` non-coincident positions whose interpolated
+    ``map_kind`` value of class ``target`` moved most from the unoccluded one (ties broken by position order)."""
+    values = map_values(interp_logits, base_logits, target, map_kind)
+    unoccluded = map_values(np.asarray(base_logits)[None, None], base_logits, target, map_kind)[0, 0]
+    change = np.abs(values - unoccluded)
     candidates = np.flatnonzero(~coincident.reshape(-1))
     n = math.ceil(r_drill * len(candidates) - 1e-9)
     order = candidates[np.argsort(-change.reshape(-1)[candidates], kind="stable")][:n]
@@ -68,7 +73,7 @@ def drill_selection(interp_logits: np.ndarray, base_logits: np.ndarray, target: 
 
 
 def drill_down(executor, base, target: int, *, tau: float, r_drill: float, stage1_stride: int,
-               progress: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+               map_kind: str = "prob", progress: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
     """Run the two-stage drill-down. Returns ``(logits (ny, nx, K), computed mask (ny, nx), MACs)``."""
     stride, patch = executor.stride, executor.patch
     if stage1_stride <= stride:
@@ -83,7 +88,7 @@ def drill_down(executor, base, target: int, *, tau: float, r_drill: float, stage
     coarse_logits = coarse_logits.reshape(n1y, n1x, -1)
     interp = interp_grid(coarse_logits, cy, cx, fine.starts_y, fine.starts_x)
     coincident = coincident_mask(cy, cx, fine.starts_y, fine.starts_x)
-    select = drill_selection(interp, base.logits, target, coincident, r_drill)
+    select = drill_selection(interp, base.logits, target, coincident, r_drill, map_kind)
     sy, sx = np.nonzero(select)
     logits = interp.astype(np.float32)
     if len(sy):
@@ -135,6 +140,7 @@ class TuneResult:
     r_drill: float
     stage1_stride: int | None
     target_ssim: float
+    margin: float
     map_kind: str
     min_ssim: float
     mean_ssim: float
@@ -145,31 +151,36 @@ class TuneResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"tau": self.tau, "r_drill": self.r_drill, "stage1_stride": self.stage1_stride,
-                "target_ssim": self.target_ssim, "map_kind": self.map_kind, "min_ssim": self.min_ssim,
+                "target_ssim": self.target_ssim, "margin": self.margin, "map_kind": self.map_kind, "min_ssim": self.min_ssim,
                 "mean_ssim": self.mean_ssim, "modelled_speedup": self.modelled_speedup,
                 "used_images": list(self.used_images), "flat_images": [list(f) for f in self.flat],
                 "candidates": [c.as_dict() for c in self.candidates]}
 
     def run_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :meth:`IncrementalOcclusionExecutor.run` (``mode='approx'``)."""
-        return {"mode": "approx", "tau": self.tau, "r_drill": self.r_drill, "stage1_stride": self.stage1_stride}
+        return {"mode": "approx", "tau": self.tau, "r_drill": self.r_drill, "stage1_stride": self.stage1_stride,
+                "map_kind": self.map_kind}
 
 
 def tune_approx(executor, images: Sequence[np.ndarray], *, target_ssim: float = 0.9, map_kind: str = "prob",
                 target_classes: Sequence[int | None] | None = None, taus: Sequence[float] = DEFAULT_TAUS,
                 r_drills: Sequence[float] = DEFAULT_R_DRILLS,
                 stage1_factors: Sequence[int] = DEFAULT_STAGE1_FACTORS, flat_threshold: float = 0.05,
-                progress: bool = False) -> TuneResult:
-    """Pick the cheapest ``(tau, r_drill, stage1_stride)`` whose maps on ``images`` reach ``target_ssim``.
+                margin: float = DEFAULT_SSIM_MARGIN, progress: bool = False) -> TuneResult:
+    """Pick the cheapest ``(tau, r_drill, stage1_stride)`` whose maps on ``images`` reach ``target_ssim + margin``.
 
     ``images``: ``(C, H, W)`` normalised tuning images; their exact maps are the references. Every
     candidate's map is assembled from the same per-position results the real drill-down would compute
     (stage-1 logits, interpolation, selection, stage-2 logits), so its SSIM is that of the real run.
+    ``margin`` (capped so that the bar is at most 1) guards held-out images: the tuning images are few, and
+    the cheapest setting that just reaches the target on them sits on the edge for other images.
     The exact configuration (tau = 1, r_drill = 1) is always a candidate, so the result always meets the
     target. Raises :class:`OcclusionError` if every tuning map is flat.
     """
     if not -1.0 < target_ssim <= 1.0:
         raise OcclusionError(f"target SSIM must be in (-1, 1], got {target_ssim}")
+    if not 0.0 <= margin < 1.0:
+        raise OcclusionError(f"SSIM margin must be in [0, 1), got {margin}")
     if not images:
         raise OcclusionError("tuning needs at least one image")
     classes = list(target_classes) if target_classes is not None else [None] * len(images)
@@ -229,15 +240,17 @@ def tune_approx(executor, images: Sequence[np.ndarray], *, target_ssim: float = 
                 ssims_r = []
                 n_rec = 0
                 for (_, base, target, _, ref), f, interp in zip(prepared, per_image_fine, interps):
-                    select = drill_selection(interp, base.logits, target, coincident, r)
+                    select = drill_selection(interp, base.logits, target, coincident, r, map_kind)
                     n_rec = int(select.sum())
                     mixed = np.where(select[..., None], f, interp.astype(np.float32))
                     ssims_r.append(map_ssim(ref, map_values(mixed, base.logits, target, map_kind)))
                 macs_r = n1y * n1x * coarse_plan.macs_per_position + n_rec * fine_tau.macs_per_position
                 candidates.append(TuneCandidate(tau, r, s1, int(macs_r), naive_macs / macs_r, tuple(ssims_r)))
-    ok = [c for c in candidates if c.min_ssim >= target_ssim]
+    bar = min(1.0, target_ssim + margin)
+    ok = [c for c in candidates if c.min_ssim >= bar - 1e-12]
     best = min(ok, key=lambda c: (c.macs, -c.min_ssim))
     return TuneResult(tau=best.tau, r_drill=best.r_drill, stage1_stride=best.stage1_stride, target_ssim=target_ssim,
+                      margin=float(margin),
                       map_kind=map_kind, min_ssim=best.min_ssim, mean_ssim=float(np.mean(best.ssim)),
                       modelled_speedup=best.modelled_speedup, used_images=tuple(p[0] for p in prepared),
                       flat=tuple(flat), candidates=tuple(candidates))

@@ -21,7 +21,7 @@ import numpy as np
 from etdeploy.errors import OcclusionError
 from etdeploy.occlusion.geometry import AxisStep, grid_starts, plan_axis, redundancy_ratio, validate_patch
 from etdeploy.occlusion.graph import analyse, fold_lrn, image_input, load_onnx, with_dynamic_batch
-from etdeploy.occlusion.result import OcclusionResult
+from etdeploy.occlusion.result import MAP_KINDS, OcclusionResult
 from etdeploy.occlusion.runtime import make_session
 from etdeploy.progress import progress_bar
 
@@ -294,13 +294,15 @@ class IncrementalOcclusionExecutor:
         return self._naive_session.run(None, {self.graph.input_name: image[None]})[0][0]
 
     def run(self, image: np.ndarray, *, mode: str = "exact", target_class: int | None = None, tau: float = 1.0,
-            r_drill: float = 1.0, stage1_stride: int | None = None, progress: bool = False) -> OcclusionResult:
+            r_drill: float = 1.0, stage1_stride: int | None = None, map_kind: str = "prob",
+            progress: bool = False) -> OcclusionResult:
         """Occlusion map of one ``(C, H, W)`` normalised image.
 
         ``mode``: ``naive`` (full forward per position), ``exact`` (incremental), ``approx`` (incremental with
         projective-field threshold ``tau`` and adaptive drill-down: stage 1 at ``stage1_stride`` (default
         ``2 * stride``), stage 2 recomputes the fraction ``r_drill`` of the remaining positions with the
-        largest stage-1 change). ``target_class`` defaults to the predicted class.
+        largest stage-1 change of the ``map_kind`` map; ``r_drill = 0`` keeps stage 1 alone, interpolated).
+        ``target_class`` defaults to the predicted class.
         """
         from etdeploy.occlusion.approx import drill_down
 
@@ -308,8 +310,10 @@ class IncrementalOcclusionExecutor:
             raise OcclusionError(f"unknown occlusion mode {mode!r}; choose one of {', '.join(MODES)}")
         if mode != "approx" and (tau != 1.0 or r_drill != 1.0):
             raise OcclusionError("tau and r_drill apply to mode='approx' only")
-        if not 0.0 < r_drill <= 1.0:
-            raise OcclusionError(f"r_drill must be in (0, 1], got {r_drill}")
+        if not 0.0 <= r_drill <= 1.0:
+            raise OcclusionError(f"r_drill must be in [0, 1], got {r_drill}")
+        if map_kind not in MAP_KINDS:
+            raise OcclusionError(f"unknown map kind {map_kind!r}; choose one of {', '.join(MAP_KINDS)}")
         t0 = time.perf_counter()
         plan = self.plan(self.stride, tau)
         ny, nx = plan.grid_shape
@@ -327,7 +331,8 @@ class IncrementalOcclusionExecutor:
             target = self._target(base_logits, target_class)
             if mode == "approx" and r_drill < 1.0:
                 logits, mask, macs = drill_down(self, base, target, tau=tau, r_drill=r_drill,
-                                                stage1_stride=stage1_stride or 2 * self.stride, progress=progress)
+                                                stage1_stride=stage1_stride or 2 * self.stride, map_kind=map_kind,
+                                                progress=progress)
                 logits = logits.reshape(n_pos, -1)
             else:
                 logits = self.logits_at(base, iy, ix, tau=tau, progress=progress)
