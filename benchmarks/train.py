@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import environment, print_table, write_json  # noqa: E402
+from _common import environment, print_table, write_json
 
 
 def main() -> None:

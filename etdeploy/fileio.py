@@ -121,7 +121,7 @@ def prepare_output_dir(path: str | os.PathLike, *, force: bool = False) -> Path:
     return path
 
 
-def staged_output_dir(path: str | os.PathLike, *, force: bool = False) -> "StagedDir":
+def staged_output_dir(path: str | os.PathLike, *, force: bool = False) -> StagedDir:
     """Context manager: build a directory under a temporary name, rename into place on success."""
     return StagedDir(Path(path), force=force)
 

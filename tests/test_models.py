@@ -7,8 +7,18 @@ from hypothesis import strategies as st
 from torch import nn
 
 from etdeploy.errors import ContractError, ModelError, OutputExistsError
-from etdeploy.models import (build_model, count_parameters, dense_layers, layer_names, load_model, masks,
-                             save_model, split_model, with_masks, without_masks)
+from etdeploy.models import (
+    build_model,
+    count_parameters,
+    dense_layers,
+    layer_names,
+    load_model,
+    masks,
+    save_model,
+    split_model,
+    with_masks,
+    without_masks,
+)
 
 
 def test_alexnet_paper_geometry_has_exact_parameter_count():

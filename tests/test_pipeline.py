@@ -9,8 +9,15 @@ import pytest
 
 from etdeploy.errors import OutputExistsError, ReportError
 from etdeploy.pipeline import run_pipeline
-from etdeploy.pipeline.config import (ModelConfig, OcclusionConfig, PruneConfig, RankingConfig, RunConfig,
-                                      SweepConfig, load_config)
+from etdeploy.pipeline.config import (
+    ModelConfig,
+    OcclusionConfig,
+    PruneConfig,
+    RankingConfig,
+    RunConfig,
+    SweepConfig,
+    load_config,
+)
 from etdeploy.pipeline.runner import Stage
 from etdeploy.pipeline.stages import STAGES
 

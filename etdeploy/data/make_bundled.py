@@ -13,8 +13,15 @@ import argparse
 import random
 from pathlib import Path
 
-from etdeploy.data.sources import (MSL_CITATION, MSL_LABEL_FILES, MSL_SYNSET_FILE, SPLITS, group_class,
-                                   read_label_file, read_synsets)
+from etdeploy.data.sources import (
+    MSL_CITATION,
+    MSL_LABEL_FILES,
+    MSL_SYNSET_FILE,
+    SPLITS,
+    group_class,
+    read_label_file,
+    read_synsets,
+)
 
 
 def build(msl: Path, out: Path, per_class: int, size: int, seed: int) -> None:

@@ -12,7 +12,6 @@ cached base activation once instead). Supporting a new operator means adding one
 from __future__ import annotations
 
 import abc
-
 import math
 from dataclasses import dataclass, field
 from typing import Any

@@ -158,7 +158,7 @@ def run_rank(ctx: RunContext, tmp: Path) -> dict[str, Any]:
                         "top": [{"index": i, "rank": float(la.rank[i])} for i in order[:10]],
                         "bottom_live": [{"index": i, "rank": float(la.rank[i])}
                                         for i in [j for j in reversed(order) if la.live[j]][:10]]}
-    return {"n_images": int(len(keep)), "split": r.split, "steps": r.steps, "method": r.method,
+    return {"n_images": len(keep), "split": r.split, "steps": r.steps, "method": r.method,
             "classes": list(ranking.classes), "class_counts": list(ranking.class_counts), "layers": layers,
             "layer_order": list(ranking.layers)}
 
@@ -296,7 +296,6 @@ def pick_explain_images(labels, predictions, per_class: int) -> list[tuple[int, 
 
 
 def run_explain_stage(ctx: RunContext, tmp: Path) -> dict[str, Any]:
-    import numpy as np
 
     from etdeploy.data.images import normalise
     from etdeploy.models import load_model

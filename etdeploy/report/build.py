@@ -6,9 +6,10 @@ import json
 import platform
 import shutil
 import sys
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from etdeploy.fileio import atomic_write_json, atomic_write_text, canonical_json
 from etdeploy.report import plots

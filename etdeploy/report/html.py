@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import html
 import io
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#1d2733;background:#f4f6f8}

@@ -7,9 +7,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from etdeploy.report.html import figure_png  # noqa: E402
+from etdeploy.report.html import figure_png
 
 
 def training_curve(history: list[dict[str, Any]], title: str = "training") -> bytes:
