@@ -124,6 +124,41 @@ def test_config_errors_name_the_field(tmp_path):
         load_config(path)
 
 
+def test_approx_explain_stage_tunes_on_the_configured_map_kind(tiny_runs, tmp_path):
+    import numpy as np
+
+    from etdeploy.pipeline.runner import RunContext
+    from etdeploy.pipeline.stages import run_explain_stage
+
+    occlusion = OcclusionConfig(images_per_class=1, patch=16, stride=8, mode="approx", map_kind="logit")
+    ctx = RunContext(config=dataclasses.replace(TINY, occlusion=occlusion), out=tiny_runs[0], progress=False)
+    out = tmp_path / "explain"
+    out.mkdir()
+    summary = run_explain_stage(ctx, out)
+    tuning = summary["tuning"]
+    assert summary["map_kind"] == "logit" and tuning["map_kind"] == "logit" and tuning["margin"] == 0.05
+    assert tuning["min_ssim"] >= 0.95
+    assert len(summary["maps"]) >= 5
+    for m in summary["maps"]:  # every map was a tuning map here (or flat and left out)
+        values = np.load(out / m["npy"])
+        assert (m["map_min"], m["map_max"]) == (float(values.min()), float(values.max()))
+        if m["map_max"] - m["map_min"] >= 0.05:
+            assert m["ssim_vs_exact"] >= 0.95 - 1e-9
+    # logit maps are not probabilities: at least one leaves [0, 1]
+    assert any(m["map_min"] < 0 or m["map_max"] > 1 for m in summary["maps"])
+
+
+def test_keys_added_later_keep_old_runs_resumable():
+    from etdeploy.fileio import canonical_json, sha256_bytes
+    from etdeploy.pipeline.runner import config_hash
+
+    raw = TINY.to_dict()
+    del raw["occlusion"]["map_kind"], raw["occlusion"]["ssim_margin"]
+    assert config_hash(TINY) == sha256_bytes(canonical_json(raw).encode())
+    logit = dataclasses.replace(TINY, occlusion=dataclasses.replace(TINY.occlusion, map_kind="logit"))
+    assert config_hash(logit) != config_hash(TINY)
+
+
 def test_report_html_renders_in_headless_chromium(tiny_runs, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

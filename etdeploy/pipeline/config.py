@@ -77,6 +77,13 @@ class OcclusionConfig:
     stride: int = 4
     mode: str = "exact"              # naive | exact | approx
     target_ssim: float = 0.9
+    ssim_margin: float = 0.05
+    map_kind: str = "prob"           # prob | drop | logit | logprob
+
+
+# Keys added after runs were first written: at their default they are left out of the configuration
+# hash, so a run started before they existed can still be resumed with the same settings.
+LATER_KEYS_AT_DEFAULT = {("occlusion", "ssim_margin"): 0.05, ("occlusion", "map_kind"): "prob"}
 
 
 @dataclass(frozen=True)
@@ -151,7 +158,9 @@ images_per_class = 1
 patch = 16
 stride = 4
 mode = "exact"                   # naive | exact | approx
-target_ssim = 0.9
+target_ssim = 0.9                # approx: SSIM the tuned maps must reach ...
+ssim_margin = 0.05               # ... plus this margin on the tuning images (headroom for other images)
+map_kind = "prob"                # prob | drop | logit | logprob (logit: a confident model's prob maps are flat)
 
 [targets]
 ids = ["all"]                    # target profile ids from targets/, or "all"
@@ -233,6 +242,9 @@ def validate(config: RunConfig) -> RunConfig:
         (config.occlusion.stride >= 1, "occlusion.stride must be >= 1"),
         (config.occlusion.mode in ("naive", "exact", "approx"), "occlusion.mode must be naive, exact or approx"),
         (0 < config.occlusion.target_ssim <= 1, "occlusion.target_ssim must be in (0, 1]"),
+        (0 <= config.occlusion.ssim_margin < 1, "occlusion.ssim_margin must be in [0, 1)"),
+        (config.occlusion.map_kind in ("prob", "drop", "logit", "logprob"),
+         "occlusion.map_kind must be prob, drop, logit or logprob"),
         (config.occlusion.images_per_class >= 0, "occlusion.images_per_class must be >= 0"),
     ]
     for ok, message in checks:

@@ -57,7 +57,14 @@ class Stage:
 
 
 def config_hash(config: RunConfig) -> str:
-    return sha256_bytes(canonical_json(config.to_dict()).encode())
+    """SHA-256 of the canonical configuration; keys added later are left out while at their default."""
+    from etdeploy.pipeline.config import LATER_KEYS_AT_DEFAULT
+
+    raw = config.to_dict()
+    for (section, key), default in LATER_KEYS_AT_DEFAULT.items():
+        if raw.get(section, {}).get(key, object()) == default:
+            del raw[section][key]
+    return sha256_bytes(canonical_json(raw).encode())
 
 
 def _manifest(tmp: Path, name: str, summary: dict[str, Any]) -> dict[str, Any]:

@@ -317,23 +317,25 @@ def run_explain_stage(ctx: RunContext, tmp: Path) -> dict[str, Any]:
     tuning = None
     run_kwargs: dict[str, Any] = {"mode": oc.mode}
     if oc.mode == "approx" and picks:
-        tuning = tune_approx(executor, [floats[i] for i, _ in picks], target_ssim=oc.target_ssim)
+        tuning = tune_approx(executor, [floats[i] for i, _ in picks], target_ssim=oc.target_ssim,
+                             margin=oc.ssim_margin, map_kind=oc.map_kind)
         run_kwargs = tuning.run_kwargs()
     maps = []
     for i, kind in progress_bar(picks, desc="occlusion", enabled=ctx.progress):
         result = executor.run(floats[i], **run_kwargs)
         stem = f"test{i:04d}_{kind}"
-        files = write_result(tmp, stem, result, test.images[i], "prob", spec.class_names[result.target])
+        files = write_result(tmp, stem, result, test.images[i], oc.map_kind, spec.class_names[result.target])
         entry = {"image": test.paths[i].name, "index": int(i), "kind": kind,
                  "true_class": spec.class_names[int(test.labels[i])],
                  "predicted_class": spec.class_names[int(predictions[i])], **result.summary(), **files}
-        values = result.map("prob")
+        values = result.map(oc.map_kind)
         entry["map_min"], entry["map_max"] = float(values.min()), float(values.max())
         if oc.mode == "approx":
             exact = executor.run(floats[i], mode="exact", target_class=result.target)
-            entry["ssim_vs_exact"] = float(map_ssim(exact.map("prob"), values))
+            entry["ssim_vs_exact"] = float(map_ssim(exact.map(oc.map_kind), values))
         maps.append(entry)
-    return {"mode": oc.mode, "patch": oc.patch, "stride": oc.stride, "model": "sliced (simplified ONNX)",
+    return {"mode": oc.mode, "patch": oc.patch, "stride": oc.stride, "map_kind": oc.map_kind,
+            "model": "sliced (simplified ONNX)",
             "maps": maps, "tuning": None if tuning is None else tuning.as_dict(),
             "input_size": spec.input_size}
 

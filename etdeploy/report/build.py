@@ -234,17 +234,26 @@ def _parity(ctx, s: dict[str, Any]) -> tuple[str, str, str] | None:
             + f"<p>Overall: {verdict(q['passed'])}</p>")
 
 
+_MAP_KIND_TEXT = {
+    "prob": ("P(predicted)", "the probability of the predicted class", "low (blue)"),
+    "drop": ("drop of P(predicted)", "the drop of the predicted class's probability", "high (red)"),
+    "logit": ("logit(predicted)", "the logit (pre-softmax score) of the predicted class", "low (blue)"),
+    "logprob": ("log P(predicted)", "the log-probability of the predicted class", "low (blue)"),
+}
+
+
 def _explain(ctx, s: dict[str, Any]) -> tuple[str, str, str] | None:
     if "explain" not in s:
         return None
     e = s["explain"]
+    short, long, important = _MAP_KIND_TEXT[e.get("map_kind", "prob")]
     figs = []
     for m in e["maps"]:
         png = (ctx.stage_dir("explain") / m["png"]).read_bytes()
         ssim = f", SSIM vs exact {m['ssim_vs_exact']:.3f}" if "ssim_vs_exact" in m else ""
         speed = f", modelled speedup {m['modelled_speedup']:.2f}×" if m.get("modelled_speedup") else ""
         figs.append(f"<figure>{img(png, m['image'])}<figcaption>{m['kind']}: true <b>{m['true_class']}</b>, "
-                    f"predicted <b>{m['predicted_class']}</b> (p={m['base_probability']:.3f}); map of P(predicted) "
+                    f"predicted <b>{m['predicted_class']}</b> (p={m['base_probability']:.3f}); map of {short} "
                     f"in [{m['map_min']:.3f}, {m['map_max']:.3f}]{speed}{ssim}</figcaption></figure>")
     tuning = ""
     if e.get("tuning"):
@@ -254,9 +263,9 @@ def _explain(ctx, s: dict[str, Any]) -> tuple[str, str, str] | None:
                   f"stage-1 stride {t['stage1_stride']}; achieved min SSIM {t['min_ssim']:.3f}, modelled speedup "
                   f"{t['modelled_speedup']:.2f}×; flat maps left out of tuning: {len(t['flat_images'])}.</p>")
     return ("explain", "Occlusion explanations", f"<p>Occlusion maps (KRYPTON incremental executor on ONNX Runtime, "
-            f"mode <b>{e['mode']}</b>, patch {e['patch']}, stride {e['stride']}) of the {e['model']} model: the "
-            "probability of the predicted class when a gray (data-set mean) patch covers each position; dark = the "
-            "region the prediction depends on. Modelled speedup = naive MACs / executed MACs.</p>" + tuning
+            f"mode <b>{e['mode']}</b>, patch {e['patch']}, stride {e['stride']}) of the {e['model']} model: "
+            f"{long} when a gray (data-set mean) patch covers each position; {important} = the region the "
+            "prediction depends on. Modelled speedup = naive MACs / executed MACs.</p>" + tuning
             + f"<div class='grid'>{''.join(figs)}</div>")
 
 
