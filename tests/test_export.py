@@ -207,3 +207,26 @@ def test_int8_quantisation_reports_deltas(trained_mini, bundled_splits, tmp_path
     assert cmp.bytes_int8 < cmp.bytes_fp32 / 3
     assert 0 < cmp.mean_abs_logit_delta <= cmp.max_abs_logit_delta and cmp.top1_agreement >= 0.8
     assert abs(cmp.accuracy_int8 - cmp.accuracy_fp32) <= 0.15
+
+
+def test_quantize_cli_writes_int8_and_compares(trained_mini_dir, tmp_path, capsys):
+    import json
+
+    from etdeploy.cli.main import main
+
+    assert main(["export", "--model", str(trained_mini_dir), "--out", str(tmp_path / "e")]) == 0
+    capsys.readouterr()
+    args = ["quantize", "--onnx", str(tmp_path / "e" / "model.sim.onnx"), "--model", str(trained_mini_dir),
+            "--calibration-images", "40", "--out", str(tmp_path / "model.int8.onnx"), "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["calibration_images"] == 40 and report["split"] == "test" and report["n"] == 60
+    assert report["bytes_int8"] < report["bytes_fp32"] / 3 and report["top1_agreement"] >= 0.8
+    hist = op_histogram(load_onnx_checked(tmp_path / "model.int8.onnx"))
+    assert hist["QuantizeLinear"] > 0 and hist["DequantizeLinear"] > 0
+    before = (tmp_path / "model.int8.onnx").read_bytes()
+    assert main(args) == 2  # refuses to overwrite
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert (tmp_path / "model.int8.onnx").read_bytes() == before
+    assert main(args[:2] + [str(tmp_path / "missing.onnx")] + args[3:-3] + ["--out", str(tmp_path / "x.onnx")]) == 2
+    assert not (tmp_path / "x.onnx").exists()

@@ -182,3 +182,55 @@ def fit(onnx_file, target_ids, targets_dir, deadline_s, as_json, max_rows) -> No
         click.echo(canonical_json(doc), nl=False)
         return
     click.echo("\n\n".join(r.text(max_rows=max_rows) for r in reports))
+
+
+@click.command()
+@click.option("--onnx", "onnx_path", required=True, type=click.Path(dir_okay=False),
+              help="fp32 ONNX model (e.g. an export's model.sim.onnx).")
+@click.option("--model", "model_dir", required=True, type=click.Path(),
+              help="Model directory of that ONNX model: input size, mean/std, class names.")
+@data_options
+@click.option("--calibration-images", type=click.IntRange(min=1), default=128, show_default=True,
+              help="N training images, evenly spaced over the split, used for MinMax calibration.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True,
+              help="Split on which fp32 and int8 are compared.")
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="New int8 ONNX file.")
+@click.option("--force", is_flag=True, help="Replace an existing --out file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def quantize(onnx_path, model_dir, data, grouping, recipe, cap, data_seed, calibration_images, split, out_file,
+             force, as_json) -> None:
+    """Static int8 (QDQ) copy of an ONNX model, and how it compares with fp32 on one split.
+
+    Per-channel symmetric int8 weights, uint8 activations, MinMax calibration on training images
+    normalised as for inference. int8 is not expected to pass the fp32 parity tolerance: the command
+    reports accuracy of both, top-1 agreement and logit deltas instead.
+    """
+    import json
+
+    from etdeploy.data.images import load_split
+    from etdeploy.errors import DataError
+    from etdeploy.export.quantize import compare_int8, quantize_int8
+    from etdeploy.models import load_model
+    from etdeploy.onnx_safety import load_onnx_checked
+
+    load_onnx_checked(onnx_path)  # fail fast, before the data set is read
+    spec = load_model(model_dir).spec
+    ds = open_data_from_options(data, grouping, recipe, cap, data_seed)
+    if tuple(ds.classes) != tuple(spec.class_names):
+        raise DataError(f"data classes {list(ds.classes)} differ from the model's {list(spec.class_names)}",
+                        model_dir)
+    train = ds.split("train")
+    picks = train[::max(1, len(train) // calibration_images)][:calibration_images]  # spread over the classes
+    calibration = load_split(picks, spec.input_size).images
+    out = quantize_int8(onnx_path, out_file, calibration, spec.mean, spec.std, force=force)
+    evaluation = load_split(ds.split(split), spec.input_size)
+    result = compare_int8(onnx_path, out, evaluation.images, evaluation.labels, spec.mean, spec.std).to_dict()
+    result |= {"split": split, "calibration_images": len(calibration), "int8": str(out)}
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    click.echo(f"int8: {out} ({result['bytes_int8']:,} bytes, fp32 {result['bytes_fp32']:,}; "
+               f"calibrated on {len(calibration)} training images)")
+    click.echo(f"{split} ({result['n']} images): accuracy fp32 {result['accuracy_fp32']:.4f}, int8 "
+               f"{result['accuracy_int8']:.4f}; top-1 agreement {result['top1_agreement']:.4f}; |delta logit| mean "
+               f"{result['mean_abs_logit_delta']:.3g}, max {result['max_abs_logit_delta']:.3g}")

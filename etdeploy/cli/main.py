@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "params": "etdeploy.cli.prune_cmds:params",
     "export": "etdeploy.cli.export_cmds:export",
     "parity": "etdeploy.cli.export_cmds:parity",
+    "quantize": "etdeploy.cli.export_cmds:quantize",
     "explain": "etdeploy.cli.explain_cmds:explain",
     "targets": "etdeploy.cli.export_cmds:targets",
     "fit": "etdeploy.cli.export_cmds:fit",
