@@ -1,10 +1,10 @@
 """Registry of the ONNX operators the incremental executor can run in the local prefix.
 
-One handler class per operator. A handler reads an ONNX node (attributes + constant inputs) and
+One handler per operator. A handler reads an ONNX node (attributes + constant inputs) and
 returns a :class:`PrefixOp`: its per-axis window geometry, the value its input is padded with, MACs
 per output element (conv only) and a copy of the node with padding stripped (the executor pads the
-cached base activation once instead). Supporting a new operator means adding one class to
-:data:`OP_HANDLERS`.
+cached base activation once instead). Operators that share a rule share a handler class, instantiated
+once per operator type. Supporting a new operator means adding one handler to :data:`OP_HANDLERS`.
 
 ``GLOBAL_OPS`` start the global suffix (the first one met ends the prefix).
 """
@@ -119,6 +119,10 @@ class OpHandler(abc.ABC):
 
     op_type: str = ""
 
+    def __init__(self, op_type: str | None = None) -> None:
+        if op_type is not None:
+            self.op_type = op_type
+
     @abc.abstractmethod
     def parse(self, node, consts: dict[str, np.ndarray], in_shape: tuple[int, int, int]) -> PrefixOp:
         """Describe ``node`` as a :class:`PrefixOp` (geometry, stripped node) or raise UnsupportedOpError."""
@@ -175,34 +179,6 @@ class PointwiseHandler(OpHandler):
                         const_inputs=const_inputs)
 
 
-class ReluHandler(PointwiseHandler):
-    op_type = "Relu"
-
-
-class LeakyReluHandler(PointwiseHandler):
-    op_type = "LeakyRelu"
-
-
-class ClipHandler(PointwiseHandler):
-    op_type = "Clip"
-
-
-class SigmoidHandler(PointwiseHandler):
-    op_type = "Sigmoid"
-
-
-class TanhHandler(PointwiseHandler):
-    op_type = "Tanh"
-
-
-class IdentityHandler(PointwiseHandler):
-    op_type = "Identity"
-
-
-class LRNHandler(PointwiseHandler):
-    op_type = "LRN"
-
-
 class BatchNormalizationHandler(PointwiseHandler):
     op_type = "BatchNormalization"
 
@@ -229,26 +205,10 @@ class ElementwiseConstHandler(PointwiseHandler):
                         const_inputs=tuple(const_names))
 
 
-class AddHandler(ElementwiseConstHandler):
-    op_type = "Add"
-
-
-class SubHandler(ElementwiseConstHandler):
-    op_type = "Sub"
-
-
-class MulHandler(ElementwiseConstHandler):
-    op_type = "Mul"
-
-
-class DivHandler(ElementwiseConstHandler):
-    op_type = "Div"
-
-
-OP_HANDLERS: dict[str, OpHandler] = {h.op_type: h() for h in (
-    ConvHandler, MaxPoolHandler, AveragePoolHandler, ReluHandler, LeakyReluHandler, ClipHandler, SigmoidHandler,
-    TanhHandler, IdentityHandler, LRNHandler, BatchNormalizationHandler, AddHandler, SubHandler, MulHandler,
-    DivHandler,
+OP_HANDLERS: dict[str, OpHandler] = {h.op_type: h for h in (
+    ConvHandler(), MaxPoolHandler(), AveragePoolHandler(), BatchNormalizationHandler(),
+    *(PointwiseHandler(t) for t in ("Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Identity", "LRN")),
+    *(ElementwiseConstHandler(t) for t in ("Add", "Sub", "Mul", "Div")),
 )}
 
 SUPPORTED_OPS = tuple(sorted(OP_HANDLERS))
