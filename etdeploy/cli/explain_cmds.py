@@ -55,8 +55,7 @@ def _floats3(ctx, param, value):
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @progress_option
 def explain(onnx_path, images, patch, stride, mode, target_ssim, tau, r_drill, ssim_margin, stage1_stride, tune_images,
-            classes,
-            map_kind, model_dir, mean, std, patch_value, batch_size, threads, check_ssim, out, force,
+            classes, map_kind, model_dir, mean, std, patch_value, batch_size, threads, check_ssim, out, force,
             progress) -> None:
     """Occlusion maps (.npy + PNG overlay per image and class) and a JSON summary in OUT."""
     import time
@@ -122,7 +121,8 @@ def explain(onnx_path, images, patch, stride, mode, target_ssim, tau, r_drill, s
             run_kwargs.update(tune.run_kwargs())
             tuning = tune.as_dict() | {"images": [Path(p).name for p in tune_paths]}
             click.echo(f"tuned: tau={tune.tau} r_drill={tune.r_drill} stage1_stride={tune.stage1_stride} "
-                       f"min SSIM {tune.min_ssim:.3f} (asked {min(1.0, target_ssim + ssim_margin):.2f}) on {len(tune.used_images)} map(s), modelled speedup "
+                       f"min SSIM {tune.min_ssim:.3f} (asked {tune.required_ssim:.2f}) on {len(tune.used_images)} "
+                       f"map(s), modelled speedup "
                        f"{tune.modelled_speedup:.1f}x" + (f"; {len(tune.flat)} flat map(s) left out" if tune.flat else ""))
 
     summary: dict = {

@@ -57,6 +57,11 @@ def coincident_mask(cy: np.ndarray, cx: np.ndarray, fy: np.ndarray, fx: np.ndarr
     return np.isin(fy, cy)[:, None] & np.isin(fx, cx)[None, :]
 
 
+def required_ssim(target_ssim: float, margin: float) -> float:
+    """The SSIM the tuning maps must reach: ``target_ssim + margin``, at most 1."""
+    return min(1.0, target_ssim + margin)
+
+
 def drill_selection(interp_logits: np.ndarray, base_logits: np.ndarray, target: int, coincident: np.ndarray,
                     r_drill: float, map_kind: str = "prob") -> np.ndarray:
     """``(ny, nx, K) -> (ny, nx)`` bool: the ``ceil(r_drill * n)`` non-coincident positions whose interpolated
@@ -149,9 +154,14 @@ class TuneResult:
     flat: tuple[tuple[int, float], ...]
     candidates: tuple[TuneCandidate, ...] = field(repr=False, default=())
 
+    @property
+    def required_ssim(self) -> float:
+        return required_ssim(self.target_ssim, self.margin)
+
     def as_dict(self) -> dict[str, Any]:
         return {"tau": self.tau, "r_drill": self.r_drill, "stage1_stride": self.stage1_stride,
-                "target_ssim": self.target_ssim, "margin": self.margin, "map_kind": self.map_kind, "min_ssim": self.min_ssim,
+                "target_ssim": self.target_ssim, "margin": self.margin, "map_kind": self.map_kind,
+                "min_ssim": self.min_ssim,
                 "mean_ssim": self.mean_ssim, "modelled_speedup": self.modelled_speedup,
                 "used_images": list(self.used_images), "flat_images": [list(f) for f in self.flat],
                 "candidates": [c.as_dict() for c in self.candidates]}
@@ -246,11 +256,10 @@ def tune_approx(executor, images: Sequence[np.ndarray], *, target_ssim: float = 
                     ssims_r.append(map_ssim(ref, map_values(mixed, base.logits, target, map_kind)))
                 macs_r = n1y * n1x * coarse_plan.macs_per_position + n_rec * fine_tau.macs_per_position
                 candidates.append(TuneCandidate(tau, r, s1, int(macs_r), naive_macs / macs_r, tuple(ssims_r)))
-    bar = min(1.0, target_ssim + margin)
+    bar = required_ssim(target_ssim, margin)
     ok = [c for c in candidates if c.min_ssim >= bar - 1e-12]
     best = min(ok, key=lambda c: (c.macs, -c.min_ssim))
     return TuneResult(tau=best.tau, r_drill=best.r_drill, stage1_stride=best.stage1_stride, target_ssim=target_ssim,
-                      margin=float(margin),
-                      map_kind=map_kind, min_ssim=best.min_ssim, mean_ssim=float(np.mean(best.ssim)),
+                      margin=float(margin), map_kind=map_kind, min_ssim=best.min_ssim, mean_ssim=float(np.mean(best.ssim)),
                       modelled_speedup=best.modelled_speedup, used_images=tuple(p[0] for p in prepared),
                       flat=tuple(flat), candidates=tuple(candidates))

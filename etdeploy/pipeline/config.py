@@ -221,6 +221,7 @@ def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
 
 def validate(config: RunConfig) -> RunConfig:
     from etdeploy.data.sources import GROUPINGS, SPLIT_RECIPES
+    from etdeploy.occlusion import MAP_KINDS, MODES
 
     checks = [
         (config.data.grouping in GROUPINGS, f"data.grouping must be one of {GROUPINGS}"),
@@ -240,11 +241,10 @@ def validate(config: RunConfig) -> RunConfig:
         (config.parity.tolerance > 0, "parity.tolerance must be > 0"),
         (config.occlusion.patch >= 1, "occlusion.patch must be >= 1"),
         (config.occlusion.stride >= 1, "occlusion.stride must be >= 1"),
-        (config.occlusion.mode in ("naive", "exact", "approx"), "occlusion.mode must be naive, exact or approx"),
+        (config.occlusion.mode in MODES, f"occlusion.mode must be one of {', '.join(MODES)}"),
         (0 < config.occlusion.target_ssim <= 1, "occlusion.target_ssim must be in (0, 1]"),
         (0 <= config.occlusion.ssim_margin < 1, "occlusion.ssim_margin must be in [0, 1)"),
-        (config.occlusion.map_kind in ("prob", "drop", "logit", "logprob"),
-         "occlusion.map_kind must be prob, drop, logit or logprob"),
+        (config.occlusion.map_kind in MAP_KINDS, f"occlusion.map_kind must be one of {', '.join(MAP_KINDS)}"),
         (config.occlusion.images_per_class >= 0, "occlusion.images_per_class must be >= 0"),
     ]
     for ok, message in checks:

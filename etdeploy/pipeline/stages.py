@@ -296,7 +296,6 @@ def pick_explain_images(labels, predictions, per_class: int) -> list[tuple[int, 
 
 
 def run_explain_stage(ctx: RunContext, tmp: Path) -> dict[str, Any]:
-
     from etdeploy.data.images import normalise
     from etdeploy.models import load_model
     from etdeploy.occlusion.approx import map_ssim, tune_approx

@@ -258,7 +258,9 @@ def _explain(ctx, s: dict[str, Any]) -> tuple[str, str, str] | None:
     tuning = ""
     if e.get("tuning"):
         t = e["tuning"]
-        margin = f" (tuning maps asked for {t['target_ssim'] + t['margin']:.2f})" if t.get("margin") else ""
+        from etdeploy.occlusion.approx import required_ssim
+
+        margin = f" (tuning maps asked for {required_ssim(t['target_ssim'], t['margin']):.2f})" if t.get("margin") else ""
         tuning = (f"<p>Approximate mode tuned to SSIM ≥ {t['target_ssim']}{margin}: τ = {t['tau']}, r_drill = {t['r_drill']}, "
                   f"stage-1 stride {t['stage1_stride']}; achieved min SSIM {t['min_ssim']:.3f}, modelled speedup "
                   f"{t['modelled_speedup']:.2f}×; flat maps left out of tuning: {len(t['flat_images'])}.</p>")
