@@ -5,7 +5,7 @@ Runtime latency at batch 1 with one intra-op thread (CPU provider, ORT_ENABLE_AL
 median of interleaved repeats, as a ratio to the unpruned model measured in the same run.
 
 Slicing uses etdeploy.pruning.slicing.slice_model. Masking % q keeps round(n (1 - q)) neurons of
-dense1/dense2 (METHOD.md section 3); for the flatten layer whole channels of the last conv are
+dense1/dense2 (docs/method.md §3); for the flatten layer whole channels of the last conv are
 kept (round(256 (1 - q)) channels x 36 positions), because only whole channels can be physically
 removed from a plain Flatten -> Linear (partial channels would only zero columns). At 50 % this is
 the paper's 4608/2048/2048; at 95 % it keeps 13 channels = 468 positions instead of 461.
@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     from etdeploy.export import export_model
     from etdeploy.fileio import atomic_write_json
     from etdeploy.models import count_parameters, without_masks
-    from etdeploy.onnx_safety import load_onnx_checked, make_session
+    from etdeploy.onnx_safety import load_onnx_checked
+    from etdeploy.ort_session import make_session
     from etdeploy.pruning.slicing import slice_model
     from etdeploy.targets import analyse_graph
 
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             "weights_bytes_fp32": analysis.weights_bytes_fp32,
             "peak_ram_bytes": analysis.peak_ram_bytes,
             "export_s": export_s,
-            "session": make_session(proto, threads=1, optimise=True),
+            "session": make_session(proto, threads=1, opt_level="all"),
         }
         print(f"exported {label}: {variants[label]['parameters']:,} parameters in {export_s:.1f} s", file=sys.stderr)
 

@@ -58,8 +58,8 @@ def main() -> None:
     from etdeploy.data import load_dataset
     from etdeploy.data.images import load_split, normalise
     from etdeploy.models import load_model
-    from etdeploy.occlusion.approx import map_ssim, tune_approx
     from etdeploy.occlusion.executor import IncrementalOcclusionExecutor
+    from etdeploy.occlusion.tuner import map_ssim, tune_approx
 
     if (args.run is None) == (args.model is None) or (args.model is not None and args.onnx is None):
         parser.error("give --run DIR, or --model DIR with --onnx FILE")

@@ -50,9 +50,24 @@ def class_ea_at(run: Path, layer: str, class_index: int, count: int) -> dict:
             "overall_after": curve["accuracy"][1]}
 
 
+def _typed(s: dict):
+    """The rank, sweep and prune stage results, typed (``RankRun``, ``SweepRun``, ``PruneSeries``)."""
+    from etdeploy.attribution import RankRun
+    from etdeploy.pruning import PruneSeries, SweepRun
+
+    return RankRun.from_dict(s["rank"]), SweepRun.from_dict(s["sweep"]), PruneSeries.from_dict(s["prune"])
+
+
+def finetuned(run) -> float | None:
+    """Test accuracy after fine-tuning of one ``PruneRun`` (None: not fine-tuned)."""
+    return None if run.test_accuracy.finetuned is None else run.test_accuracy.finetuned.accuracy
+
+
 def _sol25_lines(s: dict, config: Path, cfg) -> list[str]:
-    t, p = s["train"], s["prune"]["percents"]
-    auc = s["sweep"]["auc"]
+    t = s["train"]
+    rank, sweep_run, series = _typed(s)
+    p50, p95 = series.at(50), series.at(95)
+    auc = sweep_run.auc
     counts = s["data"]["counts"]
     empty = [c for k, c in enumerate(s["data"]["classes"]) if counts["test"][k] == 0]
     return ["## Second, harder setting: 25 classes, official sol-based split", "",
@@ -62,19 +77,19 @@ def _sol25_lines(s: dict, config: Path, cfg) -> list[str]:
             f"{', '.join(empty) or 'none'}.", "",
             f"AlexNet-227 with 25 outputs, {cfg.model.epochs} epochs of Adam {cfg.model.lr:g}, batch 32, "
             "best-on-validation. With the paper's Adam 1e-3 the same 6 epochs collapsed to predicting one class "
-            "(train/val/test 10.6/11.4/1.5 %), so this setting uses 1e-4 (METHOD.md section 1b measured 1e-4 as the "
+            "(train/val/test 10.6/11.4/1.5 %), so this setting uses 1e-4 (docs/method.md §1b measured 1e-4 as the "
             "better rate on CPU-sized runs); fine-tuning uses the same rate.", "",
             "| figure | etdeploy |", "|---|---|",
             f"| Train / val / test accuracy | {' / '.join(pct(t['accuracy'][k]) for k in ('train', 'val', 'test'))} |",
-            f"| Live neurons of dense2 | {s['rank']['layers']['dense2']['live']} of 4096 |",
+            f"| Live neurons of dense2 | {rank.layer('dense2').live} of 4096 |",
             f"| Sweep areas (dense2) | bottom-first {auc['bottom-first']:.3f}, random {auc['random']:.3f}, "
             f"top-first {auc['top-first']:.3f} |",
-            f"| 50 % masking, before → after fine-tuning | {pct(p['p50']['accuracy_masked'])} → "
-            f"{pct(p['p50']['accuracy_finetuned'])} |",
-            f"| 95 % masking, before → after fine-tuning | {pct(p['p95']['accuracy_masked'])} → "
-            f"{pct(p['p95']['accuracy_finetuned'])} |",
-            f"| Parameters cut at 95 % (sliced) | {p['p95']['parameters']['cut']:,} "
-            f"({p['p95']['parameters']['percent_cut']:.1f} %) |",
+            f"| 50 % masking, before → after fine-tuning | {pct(p50.test_accuracy.masked.accuracy)} → "
+            f"{pct(finetuned(p50))} |",
+            f"| 95 % masking, before → after fine-tuning | {pct(p95.test_accuracy.masked.accuracy)} → "
+            f"{pct(finetuned(p95))} |",
+            f"| Parameters cut at 95 % (sliced) | {p95.parameters.cut:,} "
+            f"({p95.parameters.percent_cut:.1f} %) |",
             f"| Parity of the 95 % model | {'PASS' if s['parity']['passed'] else 'FAIL'} |", "",
             "This setting is far harder than the paper's: 25 classes trained from scratch on 1420 images, later sols "
             "in val/test with other class proportions, and classes absent from some splits; the model overfits "
@@ -112,15 +127,16 @@ def main() -> None:
     timing = json.loads((run / "timing.json").read_text())
     drill = s["data"]["classes"].index("drill hole")
     fig11 = class_ea_at(run, cfg.sweep.layer, drill, 400)
-    curve = s["sweep"]["curves"][f"class-ea:{drill}"]
-    zero_at = next((c for c, row in zip(curve["counts"], curve["per_class_accuracy"])
+    rank, w, series = _typed(s)
+    curve = w.curves[f"class-ea:{drill}"]
+    zero_at = next((c for c, row in zip(curve.counts, curve.per_class_accuracy)
                     if row[drill] is not None and row[drill] <= 0.1), None)
     fig11["drill_hole_at_most_10pct_after"] = zero_at
     if zero_at is not None:
-        row = curve["per_class_accuracy"][curve["counts"].index(zero_at)]
+        row = curve.per_class_accuracy[curve.counts.index(zero_at)]
         fig11["others_at_that_count"] = {c: row[k] for k, c in enumerate(s["data"]["classes"]) if k != drill}
     table3 = params_table("alexnet", 5)
-    p50, p95 = s["prune"]["percents"]["p50"], s["prune"]["percents"]["p95"]
+    p50, p95 = series.at(50), series.at(95)
     results = {"paper": PAPER, "config": cfg.to_dict(), "stages": s, "fig11_drill_hole_top400": fig11,
                "table3": table3, "stage_seconds": timing.get("stages", {}),
                "wall_seconds_this_invocation": round(time.perf_counter() - start, 1)}
@@ -133,17 +149,16 @@ def main() -> None:
     from etdeploy.fileio import atomic_write_bytes
     from etdeploy.report import plots
 
-    w = s["sweep"]
-    pngs = {"sweep_dense2.png": plots.sweep_curves(w["curves"], w["width"], w["layer"],
+    pngs = {"sweep_dense2.png": plots.sweep_curves({n: c.to_dict() for n, c in w.curves.items()}, w.width, w.layer,
                                                    ["bottom-first", "random", "top-first"],
                                                    "MSL paper5, AlexNet-227: accuracy vs dense2 neurons masked"),
-            "class_ea_drill_hole.png": plots.class_ea_curves(w["curves"][f"class-ea:{drill}"], w["classes"],
-                                                             w["width"], w["layer"], "pruning by EA of 'drill hole'"),
+            "class_ea_drill_hole.png": plots.class_ea_curves(curve.to_dict(), list(w.classes), w.width, w.layer,
+                                                             "pruning by EA of 'drill hole'"),
             "training.png": plots.training_curve(s["train"]["history"], "AlexNet-227 training (MSL paper5)")}
     for name, png in pngs.items():
         atomic_write_bytes(args.out / name, png, overwrite=True)
     t = s["train"]
-    auc = s["sweep"]["auc"]
+    auc = w.auc
     rows = [
         ("Parameters (AlexNet-227, 5 classes)", f"{PAPER['parameters']:,}", f"{t['parameters']:,}",
          "Identical geometry (ungrouped AlexNet, LRN, dense 4096/4096/5)."),
@@ -152,7 +167,7 @@ def main() -> None:
          f"{cfg.model.epochs} epochs (paper: 50) of Adam 1e-3, batch 32, best-on-validation, on 2 CPU cores; "
          "MSL v1 grouped into the five classes with 'calibration target' in place of the paper's 'sun' "
          "(no sun images in MSL v1); seeded stratified 80/10/10 split of <= 300 images per class."),
-        ("Live neurons of dense layer 2 (of 4096)", "3894", str(s["rank"]["layers"]["dense2"]["live"]),
+        ("Live neurons of dense layer 2 (of 4096)", "3894", str(rank.layer("dense2").live),
          "Dead = never active on the training split; depends on the trained weights."),
         ("Sweep order of areas (dense2)", "bottom-first > random > top-first",
          " , ".join(f"{k} {auc[k]:.3f}" for k in ("bottom-first", "random", "top-first")),
@@ -167,20 +182,20 @@ def main() -> None:
             + ", ".join(f"{c} {pct(v)}" for c, v in fig11["others_at_that_count"].items()) + "."
             if fig11.get("drill_hole_at_most_10pct_after") is not None else "it never falls to 10 % on the sweep grid.")),
         ("50 % masking, before → after fine-tuning", "79.3 → 90.0 %",
-         f"{pct(p50['accuracy_masked'])} → {pct(p50['accuracy_finetuned'])}",
+         f"{pct(p50.test_accuracy.masked.accuracy)} → {pct(finetuned(p50))}",
          f"Bottom-first on flatten, dense1 and dense2; fine-tuning {cfg.prune.finetune_epochs} epochs with masks "
          "held (paper: retraining length not stated)."),
         ("95 % masking, before → after fine-tuning", "56.7 → 88.9 %",
-         f"{pct(p95['accuracy_masked'])} → {pct(p95['accuracy_finetuned'])}", "As above."),
+         f"{pct(p95.test_accuracy.masked.accuracy)} → {pct(finetuned(p95))}", "As above."),
         ("Parameters cut at 50 % (Table 3)", "40,908,800 (70.2 %)",
          f"{table3[0]['params_cut']:,} ({table3[0]['percent_of_total']:.1f} %) table; sliced model "
-         f"{p50['parameters']['cut']:,} ({p50['parameters']['percent_cut']:.1f} %)",
+         f"{p50.parameters.cut:,} ({p50.parameters.percent_cut:.1f} %)",
          "Table figure counts dense parameters; the sliced model also loses conv5 filters whose every "
          "flattened position was masked."),
         ("Parameters cut at 95 % (Table 3)", "54,416,876 (93.3 %)",
          f"{table3[-1]['params_cut']:,} ({table3[-1]['percent_of_total']:.1f} %) table; sliced model "
-         f"{p95['parameters']['cut']:,} ({p95['parameters']['percent_cut']:.1f} %)",
-         "Keep round(n(1-q)) per layer: 217 parameters from the paper's count at 95 % (METHOD.md section 3)."),
+         f"{p95.parameters.cut:,} ({p95.parameters.percent_cut:.1f} %)",
+         "Keep round(n(1-q)) per layer: 217 parameters from the paper's count at 95 % (docs/method.md §3)."),
     ]
     sol = sol_cfg = None
     if args.sol25_config is not None:

@@ -1,82 +1,80 @@
-"""High-level Python API: the same operations the CLI offers, as functions.
+"""etdeploy's Python API: one import surface, a function for every job the CLI does.
 
     from etdeploy import api
     ds = api.open_data("bundled")
-    model, report = api.train_model("alexnet-mini", ds, epochs=8, seed=0, out="runs/m")
+    model, metrics = api.train_model("alexnet-mini", ds, epochs=8, seed=0, out="runs/m")
+
+Each name is the library use case the matching CLI command and pipeline stage call (they add only
+option parsing, printing or serialisation); results are typed (frozen dataclasses with
+``to_dict()``) unless noted. Names resolve lazily, so ``import etdeploy.api`` is cheap.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-from pathlib import Path
 from typing import Any
 
-from etdeploy.data import DataSet, load_dataset
-from etdeploy.fileio import atomic_write_json, refuse_existing_output
+# name -> "module:attribute" (the CLI command that calls it in the comment)
+_EXPORTS: dict[str, str] = {
+    # data
+    "load_dataset": "etdeploy.data:load_dataset",                        # data info
+    "check_compatible": "etdeploy.data:check_compatible",
+    "load_split_images": "etdeploy.data.images:load_split_images",
+    # models and training
+    "build_model": "etdeploy.models:build_model",
+    "load_model": "etdeploy.models:load_model",
+    "save_model": "etdeploy.models:save_model",
+    "train_model": "etdeploy.training:train_model",                      # train
+    "evaluate_model": "etdeploy.training:evaluate_model",                # evaluate
+    # ranking and pruning
+    "rank_dirs": "etdeploy.attribution:rank_dirs",                        # rank
+    "sweep_dirs": "etdeploy.pruning:sweep_dirs",                          # sweep
+    "prune_dirs": "etdeploy.pruning:prune_dirs",                          # prune
+    "params_table": "etdeploy.pruning.params:params_table",               # params
+    # export, parity, int8, fit
+    "export_dir": "etdeploy.export:export_dir",                          # export
+    "read_export": "etdeploy.export:read_export",
+    "parity_from_dirs": "etdeploy.export:parity_from_dirs",              # parity
+    "read_parity": "etdeploy.export:read_parity",
+    "quantize_model": "etdeploy.export:quantize_model",                  # quantize
+    "fit_targets": "etdeploy.targets:fit_targets",                        # fit
+    "read_fit": "etdeploy.targets:read_fit",
+    "load_profiles": "etdeploy.targets:load_profiles",                    # targets list
+    # explanations
+    "explain_images": "etdeploy.occlusion:explain_images",                # explain
+    "ExplainInput": "etdeploy.occlusion:ExplainInput",
+    "read_explain": "etdeploy.occlusion:read_explain",
+    # pipeline and report
+    "load_config": "etdeploy.pipeline:load_config",                      # run
+    "run_pipeline": "etdeploy.pipeline:run_pipeline",                    # run, demo
+    "record_from_artefacts": "etdeploy.report.artefacts:record_from_artefacts",  # report
+    "write_report": "etdeploy.report:write_report",                      # report
+}
+
+__all__ = ["data_provenance", "open_data", *sorted(_EXPORTS)]  # noqa: PLE0604 (names resolve in __getattr__)
 
 
 def open_data(source: str | os.PathLike = "bundled", *, grouping: str = "paper5", recipe: str = "paper",
-              seed: int = 0, cap: int | None = None) -> DataSet:
-    """Open a data set (``"bundled"``, an MSL root or an ImageFolder root); see :func:`load_dataset`."""
+              seed: int = 0, cap: int | None = None):
+    """Open a data set (``"bundled"``, an MSL root or an ImageFolder root); see :func:`etdeploy.data.load_dataset`."""
+    from etdeploy.data import load_dataset
+
     return load_dataset(source, grouping=grouping, recipe=recipe, seed=seed, cap=cap)
 
 
-def load_split_images(dataset: DataSet, split: str, size: int, *, progress: bool = True):
-    """Decode one split of ``dataset`` at ``size`` pixels -> :class:`~etdeploy.data.images.ImageSplit`."""
-    from etdeploy.data.images import load_split
-
-    return load_split(dataset.split(split), size, progress=progress, desc=f"decode {split}")
+def data_provenance(dataset) -> dict[str, Any]:
+    """What a model's spec records of its data (:meth:`DataSet.provenance`)."""
+    return dataset.provenance()
 
 
-def data_provenance(dataset: DataSet) -> dict[str, Any]:
-    d = dataset.describe()
-    d.pop("root", None)
-    return d
+def __getattr__(name: str) -> Any:
+    target = _EXPORTS.get(name)
+    if target is None:
+        raise AttributeError(f"module 'etdeploy.api' has no attribute {name!r}")
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
-def train_model(arch: str, dataset: DataSet, *, epochs: int = 10, seed: int = 0, lr: float = 1e-3,
-                batch_size: int = 32, input_size: int | None = None, hflip: bool = True,
-                out: str | os.PathLike | None = None, force: bool = False, progress: bool = True,
-                model_kwargs: dict[str, Any] | None = None):
-    """Train ``arch`` from scratch on ``dataset`` (best-on-validation) and optionally save it to ``out``.
-
-    Returns ``(model, metrics)``; ``metrics`` holds per-split accuracy, per-class accuracy and the
-    confusion matrix. Normalisation mean/std come from the training split and go into the spec.
-    """
-    import torch
-
-    from etdeploy.data.images import channel_mean_std
-    from etdeploy.models import build_model, count_parameters, save_model
-    from etdeploy.training import TrainConfig, evaluate, train
-
-    if out is not None:
-        refuse_existing_output(out, force=force)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, hflip=hflip)
-    model = build_model(arch, len(dataset.classes), input_size=input_size, seed=seed,
-                        class_names=dataset.classes, **(model_kwargs or {}))
-    size = model.spec.input_size
-    splits = {s: load_split_images(dataset, s, size, progress=progress) for s in ("train", "val", "test")}
-    mean, std = channel_mean_std(splits["train"].images)
-    result = train(model, splits["train"], splits["val"], config, mean=mean, std=std, progress=progress)
-    evals = {s: evaluate(model, splits[s], mean, std).to_dict() for s in splits}
-    metrics = {"arch": arch, "parameters": count_parameters(model), "classes": list(dataset.classes),
-               "data": data_provenance(dataset), "training": result.to_dict(), "evaluation": evals,
-               "torch_threads": torch.get_num_threads()}
-    model.spec = model.spec.replace(mean=mean, std=std, meta={
-        "trained_on": data_provenance(dataset), "training": {**result.to_dict(), "history": result.history},
-        "test_accuracy": evals["test"]["accuracy"]})
-    if out is not None:
-        save_model(model, out, force=force)
-        atomic_write_json(Path(out) / "metrics.json", metrics)
-    return model, metrics
-
-
-def evaluate_model(model, dataset: DataSet, split: str = "test", *, progress: bool = True) -> dict[str, Any]:
-    """Accuracy, per-class accuracy, confusion matrix and loss of ``model`` on one split."""
-    from etdeploy.training import evaluate
-
-    images = load_split_images(dataset, split, model.spec.input_size, progress=progress)
-    result = evaluate(model, images, model.spec.mean, model.spec.std).to_dict()
-    result["split"] = split
-    result["classes"] = list(dataset.classes)
-    return result
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -7,7 +7,9 @@ unless the caller says so explicitly.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -16,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from etdeploy.errors import OutputExistsError
+from etdeploy.errors import EtdeployError, OutputExistsError
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -88,8 +90,62 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(_clean_floats(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
+def csv_cell(value: Any) -> str:
+    """One CSV cell: ``None`` -> empty, floats rounded to 9 decimals (stable text), the rest ``str``."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(round(value, 9))
+    return str(value)
+
+
+def csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    """Deterministic CSV text (``\\n`` line ends) of ``header`` and ``rows``."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([csv_cell(v) for v in row])
+    return buf.getvalue()
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any, *, overwrite: bool = False) -> Path:
     return atomic_write_text(path, canonical_json(obj), overwrite=overwrite)
+
+
+def read_json_artefact(path: str | os.PathLike, *, what: str, format: str | None = None,
+                       versions: tuple[int, ...] = (1,), error: type[EtdeployError] = EtdeployError) -> dict[str, Any]:
+    """The one reader of etdeploy's JSON artefacts: exists -> parse -> format/version -> dict.
+
+    ``what`` names the artefact in messages ("model spec", "run record"...). ``format`` is the
+    artefact's ``"format"`` tag; ``format_version`` must be one of ``versions`` (a combined tag
+    ``"<format>/<n>"``, as early rankings wrote, is read as version ``n``). Every failure raises
+    ``error`` (a subclass of :class:`EtdeployError`) naming the file, so a damaged artefact is a user
+    error with exit code 2, never an internal error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} does not exist" if not path.exists() else f"{what} is not a file", path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{what} is not valid JSON: {exc}", path) from exc
+    except OSError as exc:
+        raise error(f"{what} cannot be read: {exc.strerror or exc}", path) from exc
+    if not isinstance(doc, dict):
+        raise error(f"not an etdeploy {what} (not a JSON object)", path)
+    if format is not None:
+        tag = doc.get("format")
+        version = doc.get("format_version")
+        if isinstance(tag, str) and tag.startswith(f"{format}/") and version is None:
+            tag, _, number = tag.partition("/")
+            version = int(number) if number.isdigit() else number
+        if tag != format:
+            raise error(f"not an etdeploy {what} (missing format: {format})", path)
+        if version not in versions:
+            raise error(f"unsupported {what} format_version {version!r} (this etdeploy reads "
+                        f"{', '.join(map(str, versions))})", path)
+    return doc
 
 
 def refuse_existing_output(path: str | os.PathLike, *, force: bool = False) -> None:

@@ -12,10 +12,9 @@ Order of checks in :func:`load_onnx_checked` (nothing reaches ONNX Runtime befor
    negative dimension or a static size above ``max_bytes``;
 5. ``onnx.checker.check_model(full_check=True)`` (type and shape inference over the whole graph).
 
-:func:`make_session` builds the reference ORT session used for checks (CPU provider,
-``ORT_DISABLE_ALL``, one intra- and one inter-op thread); its ``run`` raises :class:`OnnxModelError` when
-ONNX Runtime fails on a graph that passed the checks. :func:`probe_ort_load_in_subprocess` loads an
-untrusted file in a child process, so a crash inside ONNX Runtime's C++ cannot take the caller down.
+:func:`etdeploy.ort_session.make_session` builds ORT sessions from a checked model (or a path, checked
+here first). :func:`probe_ort_load_in_subprocess` loads an untrusted file in a child process, so a crash
+inside ONNX Runtime's C++ cannot take the caller down.
 """
 
 from __future__ import annotations
@@ -158,9 +157,9 @@ def load_onnx_checked(path: str | os.PathLike, *, max_bytes: int = MAX_ONNX_BYTE
             onnx.load_external_data_for_model(model, str(path.parent))
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise OnnxModelError(f"onnx.checker rejected the model: {_first_line(exc)}", path) from exc
+        raise OnnxModelError(f"onnx.checker rejected the model: {first_line(exc)}", path) from exc
     except (onnx.shape_inference.InferenceError, ValueError, OSError, RuntimeError) as exc:
-        raise OnnxModelError(f"ONNX model failed checking: {_first_line(exc)}", path) from exc
+        raise OnnxModelError(f"ONNX model failed checking: {first_line(exc)}", path) from exc
     return model
 
 
@@ -207,57 +206,10 @@ def _check_io_shapes(model, path: Path, max_bytes: int) -> None:
                                      f"{max_bytes}-byte limit", path)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """First line of an exception's text (ORT and onnx messages carry long stack dumps)."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-def make_session(model, *, threads: int = 1, optimise: bool = False, allow_spinning: bool = False):
-    """ORT CPU session with a fixed thread count; graph optimisations off unless ``optimise``.
-
-    ``model`` is a checked ``onnx.ModelProto`` (from :func:`load_onnx_checked`) or a path, which is
-    then checked first. ORT's own log is limited to fatal messages: failures surface as one
-    :class:`OnnxModelError` (at creation or from ``run``), not as extra console lines.
-    """
-    import onnx
-    import onnxruntime as ort
-
-    if not isinstance(model, onnx.ModelProto):
-        model = load_onnx_checked(model)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads)
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimise
-                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
-    options.log_severity_level = 4
-    try:
-        return checked_session_class()(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise OnnxModelError(f"onnxruntime cannot load the model: {_first_line(exc)}") from exc
-
-
-@functools.lru_cache(maxsize=1)
-def checked_session_class():
-    """``onnxruntime.InferenceSession`` whose ``run`` reports ONNX Runtime failures as :class:`OnnxModelError`.
-
-    A graph can pass ``onnx.checker`` and session creation and still fail at run time (a declared
-    input shape that no real input has, a Conv ``group`` larger than its channels...); such a model
-    is bad input, not an internal error.
-    """
-    import onnxruntime as ort
-
-    class CheckedInferenceSession(ort.InferenceSession):
-        def run(self, output_names, input_feed, run_options=None):
-            try:
-                return super().run(output_names, input_feed, run_options)
-            except Exception as exc:
-                if not type(exc).__module__.startswith("onnxruntime"):
-                    raise
-                raise OnnxModelError(f"onnxruntime failed to run the model: {_first_line(exc)}") from exc
-
-    return CheckedInferenceSession
 
 
 _PROBE = (

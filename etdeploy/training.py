@@ -173,3 +173,90 @@ def train(model: nn.Module, train_split: ImageSplit, val_split: ImageSplit, conf
     model.eval()
     result.best_val_accuracy = best_acc
     return result
+
+
+# ------------------------------------------------------------------------------------------ use cases
+def train_model(arch: str, dataset, *, epochs: int = 10, seed: int = 0, lr: float = 1e-3, batch_size: int = 32,
+                input_size: int | None = None, hflip: bool = True, out=None, force: bool = False,
+                progress: bool = True, model_kwargs: dict | None = None):
+    """Train ``arch`` from scratch on ``dataset`` (best-on-validation) and optionally save it to ``out``.
+
+    Returns ``(model, metrics)``; ``metrics`` holds per-split accuracy, per-class accuracy and the
+    confusion matrix. Normalisation mean/std come from the training split and go into the spec.
+    """
+    from pathlib import Path
+
+    from etdeploy.data.images import channel_mean_std, load_split_images
+    from etdeploy.fileio import atomic_write_json, refuse_existing_output
+    from etdeploy.models import build_model, count_parameters, save_model
+
+    if out is not None:
+        refuse_existing_output(out, force=force)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, hflip=hflip)
+    model = build_model(arch, len(dataset.classes), input_size=input_size, seed=seed,
+                        class_names=dataset.classes, **(model_kwargs or {}))
+    size = model.spec.input_size
+    splits = {s: load_split_images(dataset, s, size, progress=progress) for s in ("train", "val", "test")}
+    mean, std = channel_mean_std(splits["train"].images)
+    result = train(model, splits["train"], splits["val"], config, mean=mean, std=std, progress=progress)
+    evals = {s: evaluate(model, splits[s], mean, std).to_dict() for s in splits}
+    metrics = {"arch": arch, "parameters": count_parameters(model), "classes": list(dataset.classes),
+               "data": dataset.provenance(), "training": result.to_dict(), "evaluation": evals,
+               "torch_threads": torch.get_num_threads()}
+    model.spec = model.spec.replace(mean=mean, std=std, meta={
+        "trained_on": dataset.provenance(), "training": {**result.to_dict(), "history": result.history},
+        "test_accuracy": evals["test"]["accuracy"]})
+    if out is not None:
+        save_model(model, out, force=force)
+        atomic_write_json(Path(out) / "metrics.json", metrics)
+    return model, metrics
+
+
+def evaluate_model(model, dataset, split: str = "test", *, progress: bool = True, images: ImageSplit | None = None,
+                   where=None):
+    """Accuracy, per-class accuracy, confusion matrix and loss of ``model`` on one split of ``dataset``.
+
+    Refuses a data set whose classes are not the model's (:func:`etdeploy.data.check_compatible`).
+    ``images``: the split already decoded at the model's input size (skips decoding); ``where``: the
+    path an incompatibility error names (the model directory).
+    """
+    from etdeploy.data.compat import check_compatible
+    from etdeploy.data.images import load_split_images
+
+    check_compatible(model, dataset, where)
+    if images is None:
+        images = load_split_images(dataset, split, model.spec.input_size, progress=progress)
+    result = evaluate(model, images, model.spec.mean, model.spec.std).to_dict()
+    result["split"] = split
+    result["classes"] = list(dataset.classes)
+    return result
+
+
+def training_summary(model_dir) -> dict:
+    """What a model directory says about its training (``metrics.json`` + spec): the train stage's summary.
+
+    Keys: ``arch``, ``parameters``, ``input_size``, ``accuracy`` (per split), ``per_class_test_accuracy``,
+    ``confusion_test``, ``history``, ``best_epoch``, ``weights_sha256``.
+    """
+    from pathlib import Path
+
+    from etdeploy.errors import ModelError
+    from etdeploy.fileio import read_json_artefact, sha256_file
+    from etdeploy.models.serialization import SPEC_FILE, WEIGHTS_FILE
+
+    model_dir = Path(model_dir)
+    metrics = read_json_artefact(model_dir / "metrics.json", what="training metrics (written by etdeploy train)",
+                                 error=ModelError)
+    spec = read_json_artefact(model_dir / SPEC_FILE, what="model spec", format="etdeploy-model", error=ModelError)
+    try:
+        ev = metrics["evaluation"]
+        return {"arch": metrics["arch"], "parameters": metrics["parameters"],
+                "input_size": spec["spec"]["input_size"],
+                "accuracy": {s: ev[s]["accuracy"] for s in ("train", "val", "test")},
+                "per_class_test_accuracy": ev["test"]["per_class_accuracy"],
+                "confusion_test": ev["test"]["confusion"],
+                "history": metrics.get("training", {}).get("history", []),
+                "best_epoch": metrics.get("training", {}).get("best_epoch"),
+                "weights_sha256": sha256_file(model_dir / WEIGHTS_FILE)}
+    except (KeyError, TypeError) as exc:
+        raise ModelError(f"training metrics lack {exc}", model_dir / "metrics.json") from exc

@@ -105,7 +105,7 @@ def test_trapezoid_needs_two_steps_and_unknown_method_lists_the_rules():
 
 
 def test_cli_method_choices_cover_the_registry():
-    from etdeploy.cli.rank_cmds import METHODS
+    from etdeploy.vocab import QUADRATURE_METHODS as METHODS
 
     assert sorted(METHODS) == sorted(QUADRATURE_RULES)
 

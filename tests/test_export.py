@@ -14,7 +14,8 @@ from etdeploy.errors import ExportError, OutputExistsError
 from etdeploy.export import ExportConfig, export_model, load_export_manifest, op_histogram
 from etdeploy.fileio import sha256_file
 from etdeploy.models import build_model, count_parameters, masks, with_masks, without_masks
-from etdeploy.onnx_safety import load_onnx_checked, make_session, ort_max_ir_version
+from etdeploy.onnx_safety import load_onnx_checked, ort_max_ir_version
+from etdeploy.ort_session import make_session
 
 ALEXNET_MINI_OPS = {"Conv": 5, "Flatten": 1, "Gemm": 3, "LRN": 2, "MaxPool": 3, "Relu": 7}
 

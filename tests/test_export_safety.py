@@ -10,11 +10,11 @@ import pytest
 from etdeploy.errors import OnnxModelError
 from etdeploy.onnx_safety import (
     load_onnx_checked,
-    make_session,
     ort_max_ir_version,
     probe_ort_load_in_subprocess,
     supported_ir_version,
 )
+from etdeploy.ort_session import make_session
 from tests.test_targets import tiny_conv_gemm
 
 

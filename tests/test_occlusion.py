@@ -20,7 +20,7 @@ from etdeploy.occlusion import (
     occlusion_map,
     tune_approx,
 )
-from etdeploy.occlusion.approx import coincident_mask, drill_selection, interp_grid
+from etdeploy.occlusion.drilldown import coincident_mask, drill_selection, interp_grid
 from etdeploy.occlusion.graph import fold_lrn, load_onnx
 
 

@@ -11,8 +11,8 @@ import torch
 
 from etdeploy.errors import ParityError
 from etdeploy.export import export_model
+from etdeploy.export.parity import check_parity, compare_logits
 from etdeploy.models import masks, save_model, with_masks, without_masks
-from etdeploy.parity import check_parity, compare_logits
 from tests.test_export import hand_slice_hidden
 
 
@@ -148,7 +148,7 @@ def test_reference_lrn_follows_the_onnx_spec_and_torch():
     import numpy as np
     import torch
 
-    from etdeploy.parity import lrn_reference
+    from etdeploy.export.parity import lrn_reference
 
     x = (np.random.default_rng(0).standard_normal((1, 8, 5, 5)) * 30).astype(np.float32)
     ours = lrn_reference(x, 5, 1e-4, 0.75, 2.0)

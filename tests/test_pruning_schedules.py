@@ -26,7 +26,7 @@ from etdeploy.pruning import (
 )
 from tests.test_pruning_support import synthetic_layer, synthetic_ranking
 
-# Paper Table 3 (METHOD.md section 4): masking % -> (parameters cut, % of total).
+# Paper Table 3 (docs/method.md §4): masking % -> (parameters cut, % of total).
 TABLE3 = {50: (40_908_800, 70.2), 55: (43_500_216, 74.6), 60: (45_819_003, 78.6), 65: (47_865_160, 82.1),
           70: (49_638_687, 85.1), 75: (51_139_584, 87.7), 80: (52_367_852, 89.8), 85: (53_323_489, 91.5),
           90: (54_006_497, 92.6), 95: (54_416_876, 93.3)}
@@ -103,7 +103,7 @@ def test_table3_all_ten_rows():
         assert abs(row["params_cut"] - paper_cut) <= 0.0001 * ALEXNET_TOTAL  # within 0.01 % of the total
         assert round(row["percent_of_total"], 1) == paper_pct
     assert rows[0]["kept"] == {"flatten": 4608, "dense1": 2048, "dense2": 2048}
-    assert max(abs(r["params_cut"] - TABLE3[r["percent"]][0]) for r in rows) == 3443  # METHOD.md's figure
+    assert max(abs(r["params_cut"] - TABLE3[r["percent"]][0]) for r in rows) == 3443  # docs/method.md §4
 
 
 def test_masked_dense_cut_by_hand():

@@ -171,8 +171,10 @@ def test_export_parity_and_fit_analysis_of_a_sliced_model(tmp_path):
     import onnx
 
     from etdeploy.export import export_model
-    from etdeploy.onnx_safety import load_onnx_checked, make_session
-    from etdeploy.targets.fit import analyse_graph, fit_analysis
+    from etdeploy.onnx_safety import load_onnx_checked
+    from etdeploy.ort_session import make_session
+    from etdeploy.targets.analysis import analyse_graph
+    from etdeploy.targets.fit import fit_analysis
     from etdeploy.targets.profile import get_profile
 
     model = masked_small()

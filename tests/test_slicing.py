@@ -27,7 +27,7 @@ from etdeploy.models.masks import NeuronMask
 from etdeploy.models.select import SelectFeatures
 from etdeploy.pruning import SLICERS, apply_record, load_record, params_report, save_record, slice_model
 from etdeploy.pruning.params import dense_parameters
-from etdeploy.pruning.slicing import validate_record
+from etdeploy.pruning.replay import validate_record
 
 ATOL = 1e-5
 

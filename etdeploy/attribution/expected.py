@@ -1,4 +1,4 @@
-"""Streaming expected attributions over a data set (METHOD.md section 1, eq. 3-5).
+"""Streaming expected attributions over a data set (docs/method.md §1, eq. 3-5).
 
 :class:`ExpectedAttribution` keeps per-class float64 sums, so memory is constant in the number of
 images and the result does not depend on batch size or image order (up to float64 summation order).

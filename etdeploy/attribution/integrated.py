@@ -1,4 +1,4 @@
-"""Neuron integrated gradients at the input of a dense layer (METHOD.md section 1).
+"""Neuron integrated gradients at the input of a dense layer (docs/method.md §1).
 
 For a batch of activations ``h = H(x)`` of the ranked layer and the rest of the network ``G``
 (logits), compute for every image ``b``, neuron ``i`` and class ``j``::

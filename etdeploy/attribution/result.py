@@ -7,7 +7,6 @@ one ``<layer>.csv`` per ranked layer (human-readable table, one row per neuron) 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -17,7 +16,9 @@ from typing import Any
 import numpy as np
 
 from etdeploy.errors import AttributionError
+from etdeploy.fileio import read_json_artefact
 
+RANKING_FORMAT = "etdeploy-ranking"
 ARRAYS_FILE = "attributions.safetensors"
 SUMMARY_FILE = "summary.json"
 
@@ -96,20 +97,23 @@ def load_ranking(directory: str | os.PathLike) -> Ranking:
     for p in (summary_path, arrays_path):
         if not p.is_file():
             raise AttributionError(f"ranking directory has no {p.name}", directory)
+    summary = read_json_artefact(summary_path, what="ranking summary", format=RANKING_FORMAT, error=AttributionError)
     try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
         classes = tuple(summary["classes"])
         counts = tuple(int(c) for c in summary["class_counts"])
         fingerprint = str(summary["model_fingerprint"])
         layer_info = summary["layers"]
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise AttributionError(f"ranking summary is not valid: {exc}", summary_path) from exc
     try:
         arrays = load_file(str(arrays_path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise AttributionError(f"ranking arrays are not valid safetensors: {exc}", arrays_path) from exc
     layers = {}
-    for name, info in layer_info.items():
+    # summary.json's keys are sorted; the ranking's own layer order (network order) is in its settings
+    recorded = (summary.get("settings") or {}).get("layers") or []
+    order = [n for n in recorded if n in layer_info] + sorted(n for n in layer_info if n not in recorded)
+    for name, info in ((n, layer_info[n]) for n in order):
         try:
             got = {f: arrays[f"{name}.{f}"] for f in _FIELDS}
         except KeyError as exc:
@@ -172,7 +176,7 @@ def ranking_summary(ranking: Ranking) -> dict[str, Any]:
                         "loss_gap_mean": la.loss_gap_mean, "loss_gap_max": la.loss_gap_max,
                         "csv": f"{name}.csv"}
     missing = [c for c, count in zip(ranking.classes, ranking.class_counts) if count == 0]
-    return {"format": "etdeploy-ranking/1", "classes": list(ranking.classes),
+    return {"format": RANKING_FORMAT, "format_version": 1, "classes": list(ranking.classes),
             "class_counts": list(ranking.class_counts), "missing_classes": missing,
             "n_images": int(sum(ranking.class_counts)), "model_fingerprint": ranking.model_fingerprint,
             "settings": dict(ranking.settings), "seed": ranking.settings.get("seed"), "layers": layers,

@@ -1,6 +1,6 @@
 """``etdeploy`` entry point: a lazy click group plus uniform error handling.
 
-Sub-commands live in small modules (``etdeploy/cli/*_cmds.py``) that import only click at module
+Sub-commands live in small modules (``etdeploy/cli/*_cmd.py``) that import only click at module
 level; heavy imports (torch, onnx) happen inside each command so ``etdeploy --help`` is instant.
 User errors (:class:`etdeploy.errors.EtdeployError`) print one line ``error: ...`` and exit 2;
 anything else prints ``internal error: ...`` and exits 1. ``--debug`` shows the traceback.
@@ -16,22 +16,23 @@ import click
 
 # command name -> "module:attribute"; one line per command (keep sorted by pipeline order).
 COMMANDS: dict[str, str] = {
-    "data": "etdeploy.cli.data_cmds:data",
-    "train": "etdeploy.cli.train_cmds:train",
-    "evaluate": "etdeploy.cli.train_cmds:evaluate",
-    "rank": "etdeploy.cli.rank_cmds:rank",
-    "prune": "etdeploy.cli.prune_cmds:prune",
-    "sweep": "etdeploy.cli.prune_cmds:sweep",
-    "params": "etdeploy.cli.prune_cmds:params",
-    "export": "etdeploy.cli.export_cmds:export",
-    "parity": "etdeploy.cli.export_cmds:parity",
-    "quantize": "etdeploy.cli.export_cmds:quantize",
-    "explain": "etdeploy.cli.explain_cmds:explain",
-    "targets": "etdeploy.cli.export_cmds:targets",
-    "fit": "etdeploy.cli.export_cmds:fit",
-    "config": "etdeploy.cli.run_cmds:config",
-    "run": "etdeploy.cli.run_cmds:run",
-    "demo": "etdeploy.cli.run_cmds:demo",
+    "data": "etdeploy.cli.data_cmd:data",
+    "train": "etdeploy.cli.train_cmd:train",
+    "evaluate": "etdeploy.cli.train_cmd:evaluate",
+    "rank": "etdeploy.cli.rank_cmd:rank",
+    "prune": "etdeploy.cli.prune_cmd:prune",
+    "sweep": "etdeploy.cli.sweep_cmd:sweep",
+    "params": "etdeploy.cli.prune_cmd:params",
+    "export": "etdeploy.cli.export_cmd:export",
+    "parity": "etdeploy.cli.parity_cmd:parity",
+    "quantize": "etdeploy.cli.quantize_cmd:quantize",
+    "explain": "etdeploy.cli.explain_cmd:explain",
+    "targets": "etdeploy.cli.targets_cmd:targets",
+    "fit": "etdeploy.cli.targets_cmd:fit",
+    "config": "etdeploy.cli.run_cmd:config",
+    "run": "etdeploy.cli.run_cmd:run",
+    "report": "etdeploy.cli.report_cmd:report",
+    "demo": "etdeploy.cli.run_cmd:demo",
 }
 
 
@@ -49,9 +50,12 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("--no-progress", "no_progress", is_flag=True,
+              help="No progress bars in any command (same as ETDEPLOY_PROGRESS=0). Bars are drawn only on a "
+                   "terminal anyway; ETDEPLOY_PROGRESS=1 forces them on.")
 @click.version_option(package_name="etdeploy", prog_name="etdeploy")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, no_progress: bool) -> None:
     """etdeploy: rank, prune, slice, export, explain and size image classifiers for flight processors.
 
     Pipeline: data -> train -> rank -> prune/sweep -> export -> parity -> explain -> fit -> report.
@@ -59,6 +63,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if no_progress:
+        import os
+
+        from etdeploy.progress import ENV_VAR
+
+        os.environ[ENV_VAR] = "0"
 
 
 def main(argv: list[str] | None = None) -> int:

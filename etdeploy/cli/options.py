@@ -1,8 +1,10 @@
-"""Shared click options and parameter types."""
+"""Shared click options and parameter types. Choices come from :mod:`etdeploy.vocab` (no copies)."""
 
 from __future__ import annotations
 
 import click
+
+from etdeploy.vocab import SPLIT_RECIPES, SPLITS, USER_GROUPINGS
 
 
 def data_options(func):
@@ -11,9 +13,9 @@ def data_options(func):
                         help="Seed of the 'paper' split recipe.")(func)
     func = click.option("--cap", type=click.IntRange(min=1), default=None,
                         help="At most this many images per class (paper recipe; the paper used ~300).")(func)
-    func = click.option("--recipe", type=click.Choice(["paper", "sol"]), default="paper", show_default=True,
+    func = click.option("--recipe", type=click.Choice(sorted(SPLIT_RECIPES)), default="paper", show_default=True,
                         help="Split recipe: seeded stratified 80/10/10 ('paper') or the official sol split.")(func)
-    func = click.option("--grouping", type=click.Choice(["paper5", "msl25"]), default="paper5",
+    func = click.option("--grouping", type=click.Choice(USER_GROUPINGS), default="paper5",
                         show_default=True, help="Class grouping for MSL data.")(func)
     func = click.option("--data", "data", default="bundled", show_default=True,
                         help="'bundled' (MSL subset shipped with etdeploy) or a folder: MSL label-file "
@@ -22,11 +24,16 @@ def data_options(func):
 
 
 def open_data_from_options(data: str, grouping: str, recipe: str, cap: int | None, data_seed: int):
-    from etdeploy.api import open_data
+    from etdeploy.data import load_dataset
 
-    return open_data(data, grouping=grouping, recipe=recipe, seed=data_seed, cap=cap)
+    return load_dataset(data, grouping=grouping, recipe=recipe, seed=data_seed, cap=cap)
+
+
+def split_option(default: str, help: str = "Data split."):
+    """``--split`` over :data:`etdeploy.vocab.SPLITS`."""
+    return click.option("--split", type=click.Choice(SPLITS), default=default, show_default=True, help=help)
 
 
 def progress_option(func):
     return click.option("--progress/--no-progress", default=True, show_default=True,
-                        help="Show progress bars on stderr.")(func)
+                        help="Progress bars on stderr (drawn on a terminal only; see `etdeploy --help`).")(func)

@@ -114,3 +114,8 @@ def load_split(samples, size: int, *, progress: bool = False, desc: str = "decod
     images = decode_images(paths, size, progress=progress, desc=desc)
     labels = np.asarray([s.label for s in samples], dtype=np.int64)
     return ImageSplit(images=images, labels=labels, paths=paths)
+
+
+def load_split_images(dataset, split: str, size: int, *, progress: bool = True) -> ImageSplit:
+    """Decode one split of ``dataset`` (a :class:`~etdeploy.data.sources.DataSet`) at ``size`` pixels."""
+    return load_split(dataset.split(split), size, progress=progress, desc=f"decode {split}")

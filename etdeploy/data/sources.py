@@ -16,8 +16,8 @@ from importlib import resources
 from pathlib import Path
 
 from etdeploy.errors import DataError
+from etdeploy.vocab import GROUPINGS, SPLIT_RECIPES, SPLITS
 
-SPLITS = ("train", "val", "test")
 MSL_LABEL_FILES = {s: f"{s}-calibrated-shuffled.txt" for s in SPLITS}
 MSL_SYNSET_FILE = "msl_synset_words-indexed.txt"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -36,8 +36,6 @@ _PAPER5_EXPLICIT = {
     "mastcam cal target": "calibration target",
     "sun": None,  # the paper's "sun" class has no images in MSL v1; dropped
 }
-GROUPINGS = ("msl25", "paper5", "folder")
-SPLIT_RECIPES = ("sol", "paper")
 
 
 @dataclass(frozen=True)
@@ -82,6 +80,12 @@ class DataSet:
         return {"name": self.name, "root": str(self.root), "classes": list(self.classes),
                 "grouping": self.grouping, "recipe": self.recipe, "seed": self.seed, "cap": self.cap,
                 "counts": self.counts(), "citation": self.citation, "warnings": list(self.warnings)}
+
+    def provenance(self) -> dict:
+        """:meth:`describe` without the local root path (what a model's spec records of its data)."""
+        d = self.describe()
+        d.pop("root", None)
+        return d
 
 
 def bundled_root() -> Path:

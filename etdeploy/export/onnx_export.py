@@ -1,14 +1,14 @@
-"""Model -> ONNX -> checker -> onnxsim, with a manifest (``export.json``).
+"""Model -> ONNX -> checker -> onnxsim, with a manifest (``export.json``, :class:`~etdeploy.export.ExportRun`).
 
 Graph contract of every exported file: one input ``input`` (float32, normalised image, NCHW,
 dynamic batch axis ``batch``), one output ``logits`` (float32, ``(batch, num_classes)``).
 
 Masks: a model carrying :class:`~etdeploy.models.NeuronMask` modules would export each mask as a
 ``Mul`` by a constant 0/1 vector, which keeps the full dense widths (no memory saved) and hides the
-pruning inside a constant. The default policy (``masks="refuse"``) therefore refuses such a model
-and asks for slicing first; ``masks="keep"`` exports them deliberately as ``Mul`` nodes (useful to
-check a masked model in ONNX Runtime), and ``masks="drop"`` removes them, allowed only when every
-mask is all ones (then dropping them changes nothing).
+pruning inside a constant. The default policy (``refuse``) therefore refuses such a model and asks
+for slicing first; ``keep`` exports them deliberately as ``Mul`` nodes (useful to check a masked
+model in ONNX Runtime), and ``drop`` removes them, allowed only when every mask is all ones (then
+dropping them changes nothing). The policies are :data:`etdeploy.vocab.EXPORT_MASK_MODES`.
 
 LocalResponseNorm: torch's functional LRN traces into ~20 primitive nodes (Pow, Pad, AveragePool,
 Reshape...); during export each ``nn.LocalResponseNorm`` is wrapped so that it emits the single ONNX
@@ -30,14 +30,27 @@ from pathlib import Path
 from typing import Any
 
 from etdeploy.errors import ExportError
+from etdeploy.export.manifest import (
+    EXPORT_FORMAT,
+    EXPORT_FORMAT_VERSION,
+    MANIFEST_FILE,
+    ONNX_FILE,
+    SIM_FILE,
+    ExportedModel,
+    ExportRun,
+    OnnxFileInfo,
+    SimplificationCheck,
+)
 from etdeploy.fileio import refuse_existing_output
+from etdeploy.vocab import EXPORT_MASK_MODES, choices_text
 
-ONNX_FILE = "model.onnx"
-SIM_FILE = "model.sim.onnx"
-MANIFEST_FILE = "export.json"
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-MASK_POLICIES = ("refuse", "keep", "drop")
+
+
+def _check_masks_policy(masks: str) -> None:
+    if masks not in EXPORT_MASK_MODES:
+        raise ExportError(f"masks policy must be {choices_text(EXPORT_MASK_MODES)}, got {masks!r}")
 
 
 @dataclass(frozen=True)
@@ -54,8 +67,7 @@ class ExportConfig:
     def __post_init__(self) -> None:
         if self.opset < 17:
             raise ExportError(f"opset must be >= 17, got {self.opset}")
-        if self.masks not in MASK_POLICIES:
-            raise ExportError(f"masks policy must be one of {', '.join(MASK_POLICIES)}, got {self.masks!r}")
+        _check_masks_policy(self.masks)
         if not self.check_tol > 0:
             raise ExportError(f"check_tol must be > 0, got {self.check_tol}")
         if self.check_batch < 1:
@@ -64,10 +76,17 @@ class ExportConfig:
 
 @dataclass(frozen=True)
 class ExportResult:
+    """Where :func:`export_model` wrote the export, and its manifest (``run``, also as a dict)."""
+
     out_dir: Path
     onnx_path: Path
     sim_path: Path
-    manifest: dict[str, Any] = field(repr=False)
+    run: ExportRun = field(repr=False)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """``export.json`` as written."""
+        return self.run.to_dict()
 
 
 def _lrn_module(module):
@@ -103,17 +122,17 @@ def prepare_for_export(model, masks: str = "refuse"):
     from etdeploy.models import has_masks, without_masks
     from etdeploy.models import masks as model_masks
 
-    if masks not in MASK_POLICIES:
-        raise ExportError(f"masks policy must be one of {', '.join(MASK_POLICIES)}, got {masks!r}")
+    _check_masks_policy(masks)
     work = copy.deepcopy(model).eval()
     if has_masks(work):
         if masks == "refuse":
             pruned = {name: m.width - len(m.kept) for name, m in model_masks(work).items()}
             raise ExportError(
-                "model carries NeuronMask layers (masked neurons: "
+                "the model still carries its pruning masks (masked neurons: "
                 + ", ".join(f"{k}={v}" for k, v in pruned.items())
-                + "); slice it first (etdeploy.pruning.slice_model) so the ONNX graph has the smaller "
-                "dense layers, or choose masks='keep' (exports Mul by a constant) / 'drop' (all-ones masks only)"
+                + "); slice it first so the ONNX graph has the smaller dense layers (export the sliced/ "
+                "folder that prune writes), or choose the masks policy keep (exports a Mul by a constant "
+                "0/1 vector) or drop (all-ones masks only)"
             )
         empty = [name for name, m in model_masks(work).items() if not m.kept]
         if empty:
@@ -122,7 +141,8 @@ def prepare_for_export(model, masks: str = "refuse"):
         if masks == "drop":
             not_ones = [name for name, m in model_masks(work).items() if len(m.kept) != m.width]
             if not_ones:
-                raise ExportError(f"masks='drop' needs all-ones masks; layers {not_ones} have masked neurons")
+                raise ExportError(f"the masks policy drop needs all-ones masks; layer(s) {', '.join(not_ones)} "
+                                  "have masked neurons")
             without_masks(work)
     from torch import nn
 
@@ -169,7 +189,9 @@ def _check_proto(proto, what: str) -> None:
         onnx.checker.check_model(proto, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(f"onnx.checker rejected the {what} model: {exc}") from exc
-    names_in = [v.name for v in proto.graph.input if v.name not in {t.name for t in proto.graph.initializer}]
+    from etdeploy.onnx_graph import data_inputs
+
+    names_in = [v.name for v in data_inputs(proto)]
     names_out = [v.name for v in proto.graph.output]
     if names_in != [INPUT_NAME] or names_out != [OUTPUT_NAME]:
         raise ExportError(f"{what} model has inputs {names_in} and outputs {names_out}; "
@@ -198,7 +220,7 @@ def compare_onnx_outputs(a: bytes, b: bytes, input_size: int, *, batch: int = 2,
     import numpy as np
     import onnx
 
-    from etdeploy.onnx_safety import make_session
+    from etdeploy.ort_session import make_session
 
     x = np.random.default_rng(seed).standard_normal((batch, 3, input_size, input_size)).astype(np.float32)
     ya = make_session(onnx.load_from_string(a)).run([OUTPUT_NAME], {INPUT_NAME: x})[0]
@@ -247,63 +269,38 @@ def export_model(model, out_dir: str | os.PathLike, *, config: ExportConfig | No
     files = {}
     for name, data in ((ONNX_FILE, raw), (SIM_FILE, sim)):
         summary = onnx_summary(onnx.load_from_string(data))
-        summary.update({"bytes": len(data), "sha256": sha256_bytes(data)})
-        files[name] = summary
+        files[name] = OnnxFileInfo.from_dict({**summary, "bytes": len(data), "sha256": sha256_bytes(data)})
     from etdeploy.models import has_masks
 
-    manifest = {
-        "format": "etdeploy-export",
-        "format_version": 1,
-        "model": {
-            "arch": spec.arch, "num_classes": spec.num_classes, "class_names": list(spec.class_names),
-            "input_size": spec.input_size, "mean": list(spec.mean), "std": list(spec.std),
-            "torch_parameters": count_parameters(model), "weights_fingerprint": weights_fingerprint(model),
-            "masks_policy": config.masks, "had_masks": has_masks(model),
-        },
-        "input": {"name": INPUT_NAME, "dtype": "float32", "layout": "NCHW",
-                  "shape": ["batch", 3, spec.input_size, spec.input_size],
-                  "preprocessing": "x = (uint8_rgb / 255 - mean) / std, per channel"},
-        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", spec.num_classes]},
-        "opset": config.opset,
-        "files": files,
-        "simplification_check": {"max_abs_logit_delta": delta, "tolerance": config.check_tol,
-                                 "batch": config.check_batch, "seed": config.seed,
-                                 "inputs": "standard normal, numpy default_rng(seed)",
-                                 "runtime": "onnxruntime CPU, ORT_DISABLE_ALL, 1 thread"},
-        "versions": _versions(),
-    }
+    run = ExportRun(
+        model=ExportedModel(
+            arch=spec.arch, num_classes=spec.num_classes, class_names=tuple(spec.class_names),
+            input_size=spec.input_size, mean=tuple(spec.mean), std=tuple(spec.std),
+            torch_parameters=count_parameters(model), weights_fingerprint=weights_fingerprint(model),
+            masks_policy=config.masks, had_masks=has_masks(model)),
+        input={"name": INPUT_NAME, "dtype": "float32", "layout": "NCHW",
+               "shape": ["batch", 3, spec.input_size, spec.input_size],
+               "preprocessing": "x = (uint8_rgb / 255 - mean) / std, per channel"},
+        output={"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", spec.num_classes]},
+        opset=config.opset,
+        files=files,
+        simplification_check=SimplificationCheck(
+            max_abs_logit_delta=delta, tolerance=config.check_tol, batch=config.check_batch, seed=config.seed,
+            inputs="standard normal, numpy default_rng(seed)", runtime="onnxruntime CPU, ORT_DISABLE_ALL, 1 thread"),
+        versions=_versions(),
+        format=EXPORT_FORMAT, format_version=EXPORT_FORMAT_VERSION,
+    )
     with StagedDir(out_dir, force=force) as tmp:
         atomic_write_bytes(tmp / ONNX_FILE, raw)
         atomic_write_bytes(tmp / SIM_FILE, sim)
-        atomic_write_json(tmp / MANIFEST_FILE, manifest)
-    return ExportResult(out_dir, out_dir / ONNX_FILE, out_dir / SIM_FILE, manifest)
+        atomic_write_json(tmp / MANIFEST_FILE, run.to_dict())
+    return ExportResult(out_dir, out_dir / ONNX_FILE, out_dir / SIM_FILE, run)
 
 
-def load_export_manifest(export_dir: str | os.PathLike) -> dict[str, Any]:
-    """Read ``export.json`` and verify the SHA-256 of both ONNX files against it."""
-    import json
+def export_dir(model_dir: str | os.PathLike, out: str | os.PathLike, config: ExportConfig | None = None, *,
+               force: bool = False) -> ExportRun:
+    """Use case of ``etdeploy export`` and the pipeline's export stage: load the saved model in
+    ``model_dir`` and :func:`export_model` it into the new folder ``out``; returns its ``export.json``."""
+    from etdeploy.models import load_model
 
-    from etdeploy.fileio import sha256_file
-
-    export_dir = Path(export_dir)
-    path = export_dir / MANIFEST_FILE
-    if not path.is_file():
-        raise ExportError(f"export directory has no {MANIFEST_FILE}", export_dir)
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ExportError(f"{MANIFEST_FILE} is not valid JSON: {exc}", path) from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != "etdeploy-export":
-        raise ExportError("not an etdeploy export manifest (format: etdeploy-export)", path)
-    files = manifest.get("files")
-    if not isinstance(files, dict):
-        raise ExportError("export manifest has no 'files' table", path)
-    for name in (ONNX_FILE, SIM_FILE):
-        entry = files.get(name)
-        target = export_dir / name
-        if not isinstance(entry, dict) or not target.is_file():
-            raise ExportError(f"export is missing {name}", export_dir)
-        if sha256_file(target) != entry.get("sha256"):
-            raise ExportError(f"{name} does not match the SHA-256 recorded in {MANIFEST_FILE} (file changed?)",
-                              target)
-    return manifest
+    return export_model(load_model(model_dir), out, config=config, force=force).run

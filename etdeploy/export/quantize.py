@@ -4,6 +4,10 @@ QDQ format, per-channel symmetric int8 weights, uint8 activations, MinMax calibr
 the caller provides (the training split, normalised exactly as for inference). The quantised
 model is not expected to match the fp32 one within the parity tolerance: :func:`compare_int8`
 reports the accuracy of both, the top-1 agreement and the logit deltas instead.
+
+Use case: :func:`quantize_model` (``etdeploy quantize``) picks the calibration images from the
+training split (:func:`calibration_samples`), quantises, compares on one split and returns a
+:class:`QuantizeRun`.
 """
 
 from __future__ import annotations
@@ -13,17 +17,22 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from etdeploy.errors import ExportError, OutputExistsError
+from etdeploy.errors import DataError, ExportError, OutputExistsError
+from etdeploy.records import Record
+
+DEFAULT_CALIBRATION_IMAGES = 128
 
 
 @dataclass(frozen=True)
-class Int8Comparison:
+class Int8Comparison(Record):
+    """fp32 vs int8 on ``n`` images: accuracy of both, top-1 agreement, |delta logit|, file sizes."""
+
     n: int
     accuracy_fp32: float
     accuracy_int8: float
@@ -33,8 +42,15 @@ class Int8Comparison:
     bytes_fp32: int
     bytes_int8: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+
+@dataclass(frozen=True)
+class QuantizeRun(Int8Comparison):
+    """What ``etdeploy quantize`` reports: the comparison on ``split``, the number of training images
+    calibrated on, and the int8 file written (``int8``, its path as given)."""
+
+    split: str
+    calibration_images: int
+    int8: str
 
 
 @contextlib.contextmanager
@@ -109,7 +125,7 @@ def compare_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ima
                  labels: np.ndarray, mean, std, *, batch_size: int = 32) -> Int8Comparison:
     """Accuracy of both models, top-1 agreement and |delta logit| statistics (ORT CPU, no optimisation)."""
     from etdeploy.data.images import normalise
-    from etdeploy.onnx_safety import make_session
+    from etdeploy.ort_session import make_session
 
     sessions = [make_session(Path(fp32_path)), make_session(Path(int8_path))]
     outs: list[list[np.ndarray]] = [[], []]
@@ -125,3 +141,43 @@ def compare_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ima
         accuracy_int8=float(np.mean(b.argmax(1) == labels)), top1_agreement=float(np.mean(a.argmax(1) == b.argmax(1))),
         max_abs_logit_delta=float(delta.max()), mean_abs_logit_delta=float(delta.mean()),
         bytes_fp32=Path(fp32_path).stat().st_size, bytes_int8=Path(int8_path).stat().st_size)
+
+
+def calibration_samples(dataset: Any, count: int) -> tuple[Any, ...]:
+    """``count`` samples of the training split, evenly spaced over it (so spread over the classes)."""
+    if count < 1:
+        raise DataError(f"the number of calibration images must be >= 1, got {count}")
+    train = dataset.split("train")
+    if not train:
+        raise DataError("the training split is empty: no images to calibrate int8 on", getattr(dataset, "root", None))
+    return tuple(train[::max(1, len(train) // count)][:count])
+
+
+def quantize_model(onnx_path: str | os.PathLike, model_dir: str | os.PathLike, *, dataset: Any,
+                   out: str | os.PathLike, calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
+                   split: str = "test", force: bool = False, progress: bool = False) -> QuantizeRun:
+    """Static int8 (QDQ) copy of the fp32 ``onnx_path`` at ``out``, and how it compares with fp32 on ``split``.
+
+    ``model_dir``: the model the ONNX file was exported from (input size, normalisation, classes);
+    ``dataset`` must have its classes. Calibration: :func:`calibration_samples` of the training split.
+    The ONNX file, the model and the output path are checked before any image is decoded; an existing
+    ``out`` is refused unless ``force``.
+    """
+    from etdeploy.data.compat import check_compatible
+    from etdeploy.data.images import load_split, load_split_images
+    from etdeploy.models import load_model
+    from etdeploy.onnx_safety import load_onnx_checked
+
+    load_onnx_checked(onnx_path)  # fail fast, before the data set is read
+    spec = load_model(model_dir).spec
+    out = Path(out)
+    if out.exists() and not force:
+        raise OutputExistsError("refusing to overwrite an existing file; pass --force", out)
+    check_compatible(spec, dataset, model_dir)
+    picks = calibration_samples(dataset, calibration_images)
+    calibration = load_split(picks, spec.input_size, progress=progress, desc="decode calibration").images
+    written = quantize_int8(onnx_path, out, calibration, spec.mean, spec.std, force=force)
+    evaluation = load_split_images(dataset, split, spec.input_size, progress=progress)
+    comparison = compare_int8(onnx_path, written, evaluation.images, evaluation.labels, spec.mean, spec.std)
+    return QuantizeRun(**{f.name: getattr(comparison, f.name) for f in fields(Int8Comparison)}, split=split,
+                       calibration_images=len(calibration), int8=str(written))

@@ -12,7 +12,7 @@ A model has two children:
 
 The ranked ("dense") layers are named from the classifier: ``flatten`` is the Flatten output,
 ``dense1``, ``dense2``... the outputs of the hidden Linear+activation blocks. Splitting the network at
-one of them gives ``F(x) = G(H(x))`` (METHOD.md section 1).
+one of them gives ``F(x) = G(H(x))`` (docs/method.md §1).
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ code from the model directory.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 from torch import nn
 
 from etdeploy.errors import ModelError
-from etdeploy.fileio import StagedDir, atomic_write_bytes, canonical_json, sha256_bytes, sha256_file
+from etdeploy.fileio import StagedDir, atomic_write_bytes, canonical_json, read_json_artefact, sha256_bytes, sha256_file
 from etdeploy.models.masks import NeuronMask
 from etdeploy.models.select import SelectFeatures
 from etdeploy.models.zoo import ETModel, ModelSpec
@@ -184,14 +183,8 @@ def load_model(model_dir: str | os.PathLike) -> ETModel:
         raise ModelError(f"model directory has no {SPEC_FILE}", model_dir)
     if not weights_path.is_file():
         raise ModelError(f"model directory has no {WEIGHTS_FILE}", model_dir)
-    try:
-        doc = json.loads(spec_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"spec is not valid JSON: {exc}", spec_path) from exc
-    if not isinstance(doc, dict) or doc.get("format") != "etdeploy-model":
-        raise ModelError("not an etdeploy model spec (missing format: etdeploy-model)", spec_path)
-    if doc.get("format_version") != FORMAT_VERSION:
-        raise ModelError(f"unsupported spec format_version {doc.get('format_version')!r}", spec_path)
+    doc = read_json_artefact(spec_path, what="model spec", format="etdeploy-model", versions=(FORMAT_VERSION,),
+                             error=ModelError)
     spec = spec_from_dict(doc.get("spec") or {}, spec_path)
     structure = doc.get("structure")
     if not isinstance(structure, dict) or not isinstance(structure.get("features"), list) \

@@ -1,4 +1,4 @@
-"""Naive and incremental (KRYPTON) occlusion on ONNX Runtime (METHOD.md 6.1-6.3).
+"""Naive and incremental (KRYPTON) occlusion on ONNX Runtime (docs/method.md §6.1-6.3).
 
 :class:`IncrementalOcclusionExecutor` is built once per (model, input size, patch, stride) and reused
 across images. Per image it caches the base activations of the unoccluded image (each group's input,
@@ -19,13 +19,16 @@ from typing import Any
 import numpy as np
 
 from etdeploy.errors import OcclusionError
+from etdeploy.occlusion.drilldown import drill_down
 from etdeploy.occlusion.geometry import AxisStep, grid_starts, plan_axis, redundancy_ratio, validate_patch
-from etdeploy.occlusion.graph import analyse, fold_lrn, image_input, load_onnx, with_dynamic_batch
+from etdeploy.occlusion.graph import analyse, fold_lrn, load_onnx, with_dynamic_batch
 from etdeploy.occlusion.result import MAP_KINDS, OcclusionResult
-from etdeploy.occlusion.runtime import make_session
+from etdeploy.onnx_graph import image_input
+from etdeploy.ort_session import make_session
 from etdeploy.progress import progress_bar
+from etdeploy.vocab import OCCLUSION_MODES
 
-MODES = ("naive", "exact", "approx")
+MODES = OCCLUSION_MODES
 
 
 @dataclass(frozen=True)
@@ -88,13 +91,17 @@ class IncrementalOcclusionExecutor:
         if colour.size not in (1, self.channels):
             raise OcclusionError(f"patch value needs 1 or {self.channels} numbers, got {colour.size}")
         self.patch_value = np.broadcast_to(colour, (self.channels,)).astype(np.float32).reshape(-1, 1, 1)
-        self._group_sessions = [make_session(g.model, threads, opt_level) for g in self.graph.groups]
-        self._suffix_session = make_session(self.graph.suffix, threads, opt_level)
+        self._group_sessions = [self._session(g.model) for g in self.graph.groups]
+        self._suffix_session = self._session(self.graph.suffix)
         self._naive_session = None
         self._plans: dict[tuple[int, float], Plan] = {}
         self.naive_macs_per_position = self._full_macs() + self.graph.suffix_macs
 
     # ----------------------------------------------------------------------------------------- setup
+    def _session(self, model):
+        """Every session of this executor: ``threads`` intra-op threads, ``opt_level``, no thread spinning."""
+        return make_session(model, threads=self.threads, opt_level=self.opt_level, allow_spinning=False)
+
     def _input_hw(self, dims, input_size) -> tuple[int, int]:
         static = tuple(d for d in dims[2:4]) if len(dims) == 4 else ()
         if input_size is not None:
@@ -133,11 +140,8 @@ class IncrementalOcclusionExecutor:
         return sum(g.crop_macs(sy.crop, sx.crop) for g, sy, sx in zip(groups, steps_y, steps_x))
 
     def _full_macs(self) -> int:
-        total = 0
-        for op, shape in zip(self.graph.ops, self.graph.op_shapes):
-            if op.is_conv:
-                total += op.macs_per_output * op.c_out * shape[1] * shape[2]
-        return total
+        """MACs of the prefix on the whole image (each op's full output)."""
+        return sum(op.macs(shape[1], shape[2]) for op, shape in zip(self.graph.ops, self.graph.op_shapes))
 
     @property
     def num_classes(self) -> int:
@@ -270,7 +274,7 @@ class IncrementalOcclusionExecutor:
         """Reference: one full forward of the original ONNX graph per position: ``(n,), (n,) -> (n, K)``."""
         image = self._check_image(image)
         if self._naive_session is None:
-            self._naive_session = make_session(self.reference_model, self.threads, self.opt_level)
+            self._naive_session = self._session(self.reference_model)
         h, w = self.input_hw
         stride = self.stride if stride is None else int(stride)
         ys_all, xs_all = grid_starts(h, self.patch, stride), grid_starts(w, self.patch, stride)
@@ -290,7 +294,7 @@ class IncrementalOcclusionExecutor:
         """``(C, H, W) -> (K,)`` logits of the original graph."""
         image = self._check_image(image)
         if self._naive_session is None:
-            self._naive_session = make_session(self.reference_model, self.threads, self.opt_level)
+            self._naive_session = self._session(self.reference_model)
         return self._naive_session.run(None, {self.graph.input_name: image[None]})[0][0]
 
     def run(self, image: np.ndarray, *, mode: str = "exact", target_class: int | None = None, tau: float = 1.0,
@@ -304,8 +308,6 @@ class IncrementalOcclusionExecutor:
         largest stage-1 change of the ``map_kind`` map; ``r_drill = 0`` keeps stage 1 alone, interpolated).
         ``target_class`` defaults to the predicted class.
         """
-        from etdeploy.occlusion.approx import drill_down
-
         if mode not in MODES:
             raise OcclusionError(f"unknown occlusion mode {mode!r}; choose one of {', '.join(MODES)}")
         if mode != "approx" and (tau != 1.0 or r_drill != 1.0):

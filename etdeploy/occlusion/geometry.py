@@ -1,4 +1,4 @@
-"""Pure geometry of incremental occlusion (METHOD.md 6.1, KRYPTON eq. 8-14).
+"""Pure geometry of incremental occlusion (docs/method.md §6.1, KRYPTON eq. 8-14).
 
 Everything here works on one spatial axis at a time (the two axes are independent) with
 half-open integer ranges ``[a, b)``. A layer (or a fused group of layers) is described by an
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from etdeploy.errors import OcclusionError
+from etdeploy.onnx_graph import mac_count
 
 
 @dataclass(frozen=True)
@@ -152,8 +153,8 @@ def redundancy_ratio(layers: list[tuple[AxisGeom, AxisGeom, int, int, int]], h: 
         ax, bx = changed_output(ax, bx, gx, wo)
         hp, wp = int(by[0] - ay[0]), int(bx[0] - ax[0])
         if is_conv:
-            q = macs * c_out * ho * wo
-            qi = macs * c_out * hp * wp
+            q = mac_count((c_out, ho, wo), macs)
+            qi = mac_count((c_out, hp, wp), macs)
             q_total += q
             q_inc += qi
             per_layer.append({"out": [ho, wo], "changed": [hp, wp], "Q": q, "Q_inc": qi})

@@ -21,6 +21,7 @@ import numpy as np
 from etdeploy.errors import OnnxModelError, UnsupportedOpError
 from etdeploy.occlusion.geometry import AxisGeom
 from etdeploy.occlusion.ops import GLOBAL_OPS, OP_HANDLERS, SUPPORTED_OPS, PrefixOp
+from etdeploy.onnx_graph import batch1_macs, constant_values, data_inputs, image_input
 
 _LRN_PLUMBING = frozenset({
     "Mul", "Pow", "Unsqueeze", "Squeeze", "Pad", "AveragePool", "Reshape", "Shape", "Gather", "Constant", "Concat",
@@ -45,37 +46,9 @@ def load_onnx(source: Any):
             onnx.checker.check_model(model)
         except Exception as exc:
             raise OnnxModelError(f"ONNX model fails onnx.checker: {exc}", path) from exc
-    if len(model.graph.input) - len({i.name for i in model.graph.initializer} & {i.name for i in model.graph.input}) != 1:
+    if len(data_inputs(model)) != 1:
         raise OnnxModelError("the occlusion executor needs a model with exactly one image input", path)
     return model
-
-
-def constant_values(graph) -> dict[str, np.ndarray]:
-    """Initializers and ``Constant`` node outputs of ``graph`` as numpy arrays."""
-    from onnx import numpy_helper
-
-    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.output:
-            for attr in node.attribute:
-                if attr.name == "value":
-                    consts[node.output[0]] = numpy_helper.to_array(attr.t)
-                elif attr.name in ("value_float", "value_int"):
-                    consts[node.output[0]] = np.asarray(attr.f if attr.name == "value_float" else attr.i)
-                elif attr.name in ("value_floats", "value_ints"):
-                    consts[node.output[0]] = np.asarray(attr.floats if attr.name == "value_floats" else attr.ints)
-    return consts
-
-
-def image_input(model) -> tuple[str, list[Any]]:
-    """Name and dims (int or symbolic str) of the single non-initializer graph input."""
-    inits = {t.name for t in model.graph.initializer}
-    for inp in model.graph.input:
-        if inp.name not in inits:
-            dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-                    for d in inp.type.tensor_type.shape.dim]
-            return inp.name, dims
-    raise OnnxModelError("the ONNX model has no image input")
 
 
 def _scalar(consts: dict[str, np.ndarray], name: str) -> float | None:
@@ -208,13 +181,13 @@ class Group:
     model: Any = None
 
     def crop_macs(self, crop_h: int, crop_w: int) -> int:
-        """MACs of running this group on one ``crop_h x crop_w`` crop (convs only)."""
+        """MACs of running this group on one ``crop_h x crop_w`` crop: each op's
+        :meth:`~etdeploy.occlusion.ops.PrefixOp.macs` on the (unpadded) window it computes."""
         h, w, total = crop_h, crop_w, 0
         for op in self.ops:
             h = (h - op.gy.k) // op.gy.s + 1
             w = (w - op.gx.k) // op.gx.s + 1
-            if op.is_conv:
-                total += op.macs_per_output * op.c_out * h * w
+            total += op.macs(h, w)
         return total
 
 
@@ -287,7 +260,7 @@ def analyse(model, input_hw: tuple[int, int], split_before: frozenset[int] = fro
         outs = [o for o in node.output if o]
         cur = outs[0]
     groups = _make_groups(ops, shapes, input_shape, input_name, consts, model, split_before)
-    suffix, suffix_macs = _suffix_model(model, cur, shape, consts)
+    suffix, suffix_macs = _suffix_model(model, cur, shape)
     out_dims = [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim]
     num_classes = int(out_dims[-1]) if out_dims and out_dims[-1] > 0 else -1
     return PrefixGraph(input_name, input_shape, ops, shapes, groups, cur, shape, suffix, suffix_macs,
@@ -345,7 +318,8 @@ def _group_model(group: Group, consts, model):
     return sub
 
 
-def _suffix_model(model, split: str, shape: tuple[int, int, int], consts) -> tuple[Any, int]:
+def _suffix_model(model, split: str, shape: tuple[int, int, int]) -> tuple[Any, int]:
+    """The global suffix as its own model (input ``split``, ``(N, *shape)``) and its MACs at batch 1."""
     import onnx
 
     graph = model.graph
@@ -387,11 +361,7 @@ def _suffix_model(model, split: str, shape: tuple[int, int, int], consts) -> tup
                                        [out_vi], initializer=[inits[n] for n in sorted(init_names)])
     sub = onnx.helper.make_model(sub_graph, opset_imports=list(model.opset_import))
     sub.ir_version = model.ir_version
-    macs = 0
-    for node in needed:
-        if node.op_type in ("Gemm", "MatMul") and len(node.input) > 1 and node.input[1] in consts:
-            macs += int(np.asarray(consts[node.input[1]]).size)
-    return sub, macs
+    return sub, batch1_macs(sub)
 
 
 def with_dynamic_batch(model):

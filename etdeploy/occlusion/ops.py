@@ -2,9 +2,9 @@
 
 One handler per operator. A handler reads an ONNX node (attributes + constant inputs) and
 returns a :class:`PrefixOp`: its per-axis window geometry, the value its input is padded with, MACs
-per output element (conv only) and a copy of the node with padding stripped (the executor pads the
-cached base activation once instead). Operators that share a rule share a handler class, instantiated
-once per operator type. Supporting a new operator means adding one handler to :data:`OP_HANDLERS`.
+per output element (conv only, :func:`etdeploy.onnx_graph.macs_per_output`) and a copy of the node
+with padding stripped (the executor pads the cached base activation once instead). Operators that
+share a rule share a handler class, instantiated once per operator type. Supporting a new operator means adding one handler to :data:`OP_HANDLERS`.
 
 ``GLOBAL_OPS`` start the global suffix (the first one met ends the prefix).
 """
@@ -20,6 +20,7 @@ import numpy as np
 
 from etdeploy.errors import UnsupportedOpError
 from etdeploy.occlusion.geometry import POINTWISE, AxisGeom
+from etdeploy.onnx_graph import mac_count, macs_per_output
 
 GLOBAL_OPS = frozenset({
     "Flatten", "Reshape", "Gemm", "MatMul", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool",
@@ -51,6 +52,11 @@ class PrefixOp:
     @property
     def padded(self) -> bool:
         return bool(self.gy.pb or self.gy.pe or self.gx.pb or self.gx.pe)
+
+    def macs(self, out_h: int, out_w: int) -> int:
+        """MACs of computing an ``out_h x out_w`` output window of this op (all ``c_out`` channels, one image):
+        :func:`etdeploy.onnx_graph.mac_count` of ``(c_out, out_h, out_w)`` with ``macs_per_output``."""
+        return mac_count((self.c_out, out_h, out_w), self.macs_per_output)
 
 
 def _attrs(node) -> dict[str, Any]:
@@ -141,7 +147,7 @@ class ConvHandler(OpHandler):
         gy, gx, _ = _window(node, attrs, kernel, in_shape[1:])
         stripped = _strip(node, pads=[0, 0, 0, 0], auto_pad=None)
         return PrefixOp("Conv", node.name, stripped, gy, gx, 0.0, in_shape[0], int(weight.shape[0]),
-                        macs_per_output=int(weight.shape[1] * kernel[0] * kernel[1]), is_conv=True,
+                        macs_per_output=macs_per_output(node, lambda name: consts[name].shape), is_conv=True,
                         const_inputs=const_inputs)
 
 

@@ -1,7 +1,6 @@
-"""Writing occlusion results: ``.npy`` maps, PNG overlays (matplotlib, Agg) and a JSON summary.
+"""Writing occlusion maps: ``.npy`` arrays and PNG overlays (matplotlib, Agg).
 
-Kept apart from the numerical code. JSON goes through :func:`etdeploy.fileio.canonical_json`; timings
-belong in a separate ``timing.json`` so that ``summary.json`` is byte-reproducible.
+Kept apart from the numerical code; :func:`etdeploy.occlusion.explain_images` writes the JSON summary.
 """
 
 from __future__ import annotations
@@ -47,15 +46,15 @@ def overlay_png(image_uint8: np.ndarray, values: np.ndarray, result: OcclusionRe
     ax.set_ylim(h, 0)
     ax.set_axis_off()
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=9, parse_math=False)  # a class name is text, never a formula
     fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", metadata={"Software": None})
     return buffer.getvalue()
 
 
-def write_result(out_dir: Path, stem: str, result: OcclusionResult, image_uint8: np.ndarray, map_kind: str,
-                 class_name: str, target: int | None = None) -> dict[str, str]:
+def write_map(out_dir: Path, stem: str, result: OcclusionResult, image_uint8: np.ndarray, map_kind: str,
+              class_name: str, target: int | None = None) -> dict[str, str]:
     """Write ``<stem>.npy`` (map, float64) and ``<stem>.png`` (overlay) into ``out_dir``; returns their names."""
     values = result.map(map_kind, target)
     atomic_write_bytes(out_dir / f"{stem}.npy", npy_bytes(values))

@@ -3,7 +3,7 @@
 The executor keeps the logits of every class at every patch position, so maps for any class and any
 variant come from one run:
 
-* ``prob``    softmax probability of class ``c`` with the patch in place (METHOD.md 6, the default);
+* ``prob``    softmax probability of class ``c`` with the patch in place (docs/method.md §6, the default);
 * ``drop``    unoccluded probability minus occluded probability (positive = the patch hurts class ``c``);
 * ``logit``   raw logit of ``c``;
 * ``logprob`` log-softmax of ``c`` (saturates less than ``prob`` on confident images; better for SSIM).
@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from etdeploy.errors import OcclusionError
+from etdeploy.vocab import MAP_KINDS
 
-MAP_KINDS = ("prob", "drop", "logit", "logprob")
+__all__ = ["MAP_KINDS", "OcclusionResult", "log_softmax", "map_values"]
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -122,6 +122,7 @@ seed = 0
 [model]
 arch = "alexnet-mini"            # alexnet | alexnet-mini | vgg16 | sequential-cnn | package.module:factory
 # load = "path/to/model-dir"     # use a saved model instead of training one
+# input_size = 64                # square input size (default: the architecture's own)
 epochs = 30                      # training epochs (best-on-validation checkpoint is kept)
 lr = 0.001                       # Adam learning rate (the paper's)
 batch_size = 32
@@ -163,7 +164,7 @@ ssim_margin = 0.05               # ... plus this margin on the tuning images (he
 map_kind = "prob"                # prob | drop | logit | logprob (logit: a confident model's prob maps are flat)
 
 [targets]
-ids = ["all"]                    # target profile ids from targets/, or "all"
+ids = ["all"]                    # profile ids (`etdeploy targets list`), .toml paths, or "all"
 '''
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "ranking": RankingConfig, "sweep": SweepConfig,
@@ -220,28 +221,30 @@ def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
 
 
 def validate(config: RunConfig) -> RunConfig:
-    from etdeploy.data.sources import GROUPINGS, SPLIT_RECIPES
-    from etdeploy.occlusion import MAP_KINDS, MODES
+    from etdeploy.vocab import GROUPINGS, MAP_KINDS, OCCLUSION_MODES, QUADRATURE_METHODS, SPLIT_RECIPES, SPLITS
 
     checks = [
-        (config.data.grouping in GROUPINGS, f"data.grouping must be one of {GROUPINGS}"),
-        (config.data.recipe in SPLIT_RECIPES, f"data.recipe must be one of {SPLIT_RECIPES}"),
+        (config.data.grouping in GROUPINGS, f"data.grouping must be one of {', '.join(GROUPINGS)}"),
+        (config.data.recipe in SPLIT_RECIPES, f"data.recipe must be one of {', '.join(SPLIT_RECIPES)}"),
         (config.data.cap is None or config.data.cap >= 1, "data.cap must be >= 1"),
         (config.model.epochs >= 0, "model.epochs must be >= 0"),
         (config.model.lr > 0, "model.lr must be > 0"),
         (config.model.batch_size >= 1, "model.batch_size must be >= 1"),
         (config.ranking.steps >= 1, "ranking.steps must be >= 1"),
         (len(config.ranking.layers) >= 1, "ranking.layers must name at least one layer"),
-        (config.ranking.split in ("train", "val", "test"), "ranking.split must be train, val or test"),
+        (config.ranking.split in SPLITS, "ranking.split must be train, val or test"),
+        (config.ranking.method in QUADRATURE_METHODS,
+         f"ranking.method must be one of {', '.join(QUADRATURE_METHODS)}"),
         (config.sweep.points >= 2, "sweep.points must be >= 2"),
-        (config.sweep.split in ("train", "val", "test"), "sweep.split must be train, val or test"),
+        (config.sweep.split in SPLITS, "sweep.split must be train, val or test"),
+        (config.parity.split in SPLITS, "parity.split must be train, val or test"),
         (all(0 <= p < 100 for p in config.prune.percents), "prune.percents must be in [0, 100)"),
         (config.prune.export_percent in config.prune.percents, "prune.export_percent must be one of prune.percents"),
         (config.prune.finetune_epochs >= 0, "prune.finetune_epochs must be >= 0"),
         (config.parity.tolerance > 0, "parity.tolerance must be > 0"),
         (config.occlusion.patch >= 1, "occlusion.patch must be >= 1"),
         (config.occlusion.stride >= 1, "occlusion.stride must be >= 1"),
-        (config.occlusion.mode in MODES, f"occlusion.mode must be one of {', '.join(MODES)}"),
+        (config.occlusion.mode in OCCLUSION_MODES, f"occlusion.mode must be one of {', '.join(OCCLUSION_MODES)}"),
         (0 < config.occlusion.target_ssim <= 1, "occlusion.target_ssim must be in (0, 1]"),
         (0 <= config.occlusion.ssim_margin < 1, "occlusion.ssim_margin must be in [0, 1)"),
         (config.occlusion.map_kind in MAP_KINDS, f"occlusion.map_kind must be one of {', '.join(MAP_KINDS)}"),

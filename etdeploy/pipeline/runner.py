@@ -1,59 +1,45 @@
 """The end-to-end pipeline: stages in order, each writing into its own folder of the run directory.
 
 A stage folder appears atomically (built under a temporary name, renamed when complete) and holds a
-``stage.json`` manifest with the SHA-256 of each artefact and the stage's summary figures. A run
-that is interrupted is resumed with ``resume=True``: finished stages whose artefacts still match
-their hashes are reused, the rest are recomputed. An existing run directory is never overwritten.
+``stage.json`` manifest: the SHA-256 of each artefact, the digests of its input stages' manifests and
+the stage's summary (its use case's typed result, serialised). A run that is interrupted is resumed
+with ``resume=True``: a finished stage is reused when its artefacts still match their hashes *and* its
+inputs' manifests are the ones it was computed from, so a recomputed upstream stage whose artefacts
+changed invalidates everything downstream (as Make or DVC would, by content). An existing run
+directory is never overwritten.
+
+The run's identity is the configuration hash plus the torch thread count (trained weights depend on
+it, bit for bit): ``run.json`` records both, and resuming with either changed is refused.
+
 Timings go to ``timing.json`` only, so that ``report.json`` and the CSV tables are byte-identical
-for the same configuration and seed.
+for the same configuration, seed and thread count.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
-
 from etdeploy.errors import OutputExistsError, ReportError
-from etdeploy.fileio import StagedDir, atomic_write_json, canonical_json, sha256_bytes, sha256_file
+from etdeploy.fileio import (
+    StagedDir,
+    atomic_write_json,
+    canonical_json,
+    read_json_artefact,
+    sha256_bytes,
+    sha256_file,
+)
 from etdeploy.pipeline.config import RunConfig
+from etdeploy.pipeline.context import MANIFEST, MANIFEST_FORMAT, RunContext, Stage
 
-MANIFEST = "stage.json"
+__all__ = ["MANIFEST", "RUN_FILE", "RunContext", "Stage", "config_hash", "read_run_file", "run_pipeline",
+           "stage_is_complete"]
+
 RUN_FILE = "run.json"
-
-
-@dataclass
-class RunContext:
-    """What a stage sees: the configuration, the run directory and a cache of loaded objects."""
-
-    config: RunConfig
-    out: Path
-    progress: bool = True
-    cache: dict[str, Any] = field(default_factory=dict)
-
-    def stage_dir(self, name: str) -> Path:
-        return self.out / name
-
-    def summary(self, name: str) -> dict[str, Any]:
-        return json.loads((self.stage_dir(name) / MANIFEST).read_text())["summary"]
-
-    def cached(self, key: str, make: Callable[[], Any]) -> Any:
-        if key not in self.cache:
-            self.cache[key] = make()
-        return self.cache[key]
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    run: Callable[[RunContext, Path], dict[str, Any]]
-    describe: Callable[[dict[str, Any]], str]
+RUN_FORMAT = "etdeploy-run"
 
 
 def config_hash(config: RunConfig) -> str:
@@ -67,27 +53,78 @@ def config_hash(config: RunConfig) -> str:
     return sha256_bytes(canonical_json(raw).encode())
 
 
-def _manifest(tmp: Path, name: str, summary: dict[str, Any]) -> dict[str, Any]:
+def torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def read_run_file(out: Path) -> dict[str, Any]:
+    """``run.json`` of a run directory, validated (a damaged file is a :class:`ReportError`, exit 2)."""
+    doc = read_json_artefact(out / RUN_FILE, what="run record", format=RUN_FORMAT, error=ReportError)
+    if not isinstance(doc.get("config_sha256"), str) or not isinstance(doc.get("torch_threads"), int):
+        raise ReportError("run record lacks config_sha256 or torch_threads", out / RUN_FILE)
+    return doc
+
+
+def input_digests(out: Path, stage: Stage) -> dict[str, str]:
+    """``{input stage: SHA-256 of its stage.json}`` (missing inputs are an error: stages run in order)."""
+    digests = {}
+    for name in stage.inputs:
+        path = out / name / MANIFEST
+        if not path.is_file():
+            raise ReportError(f"stage {stage.name!r} needs stage {name!r}, which has not run", out)
+        digests[name] = sha256_file(path)
+    return digests
+
+
+def _manifest(tmp: Path, stage: Stage, summary: dict[str, Any], inputs: dict[str, str]) -> dict[str, Any]:
     artefacts = {}
     for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
         artefacts[path.relative_to(tmp).as_posix()] = sha256_file(path)
-    return {"stage": name, "artefacts": artefacts, "summary": summary}
+    return {"format": MANIFEST_FORMAT, "format_version": 1, "stage": stage.name, "inputs": inputs,
+            "artefacts": artefacts, "summary": summary}
 
 
-def stage_is_complete(directory: Path) -> bool:
-    """True when the stage folder has a manifest and every listed artefact matches its hash."""
-    manifest_path = directory / MANIFEST
-    if not manifest_path.is_file():
-        return False
+def stage_is_complete(directory: Path, inputs: dict[str, str] | None = None) -> bool:
+    """True when the stage folder's manifest verifies: every artefact matches its hash and, if
+    ``inputs`` is given, the manifest was computed from exactly those input manifests."""
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_json_artefact(directory / MANIFEST, what="stage manifest", format=MANIFEST_FORMAT,
+                                      error=ReportError)
+        if inputs is not None and manifest.get("inputs") != inputs:
+            return False
         for rel, digest in manifest["artefacts"].items():
             path = directory / rel
             if not path.is_file() or sha256_file(path) != digest:
                 return False
-    except (json.JSONDecodeError, KeyError, OSError):
+    except (ReportError, KeyError, AttributeError, TypeError, OSError):
         return False
     return True
+
+
+def _start_or_resume(config: RunConfig, out: Path, stages: list[Stage], resume: bool) -> None:
+    chash = config_hash(config)
+    threads = torch_threads()
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError("run path exists and is not a directory", out)
+    if out.exists() and any(out.iterdir()):
+        if not resume:
+            raise OutputExistsError("run directory exists; choose a new --out or pass --resume to continue it", out)
+        if not (out / RUN_FILE).exists():
+            raise ReportError("cannot resume: the directory is not an etdeploy run (no run.json)", out)
+        previous = read_run_file(out)
+        if previous["config_sha256"] != chash:
+            raise ReportError("cannot resume: the run was started with a different configuration", out)
+        if previous["torch_threads"] != threads:
+            raise ReportError(f"cannot resume: the run was started with {previous['torch_threads']} torch threads, "
+                              f"this process has {threads} (trained weights depend on it); set "
+                              f"OMP_NUM_THREADS={previous['torch_threads']} or start a new run", out)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / RUN_FILE, {"format": RUN_FORMAT, "format_version": 1, "config": config.to_dict(),
+                                       "config_sha256": chash, "torch_threads": threads,
+                                       "stages": [s.name for s in stages]})
 
 
 def run_pipeline(config: RunConfig, out: str | Path, *, stages: list[Stage] | None = None, resume: bool = False,
@@ -97,34 +134,33 @@ def run_pipeline(config: RunConfig, out: str | Path, *, stages: list[Stage] | No
     from etdeploy.pipeline.stages import STAGES
 
     stages = STAGES if stages is None else stages
-    echo = echo or (lambda line: click.echo(line, err=True))
+    if echo is None:
+        import sys
+
+        def echo(line: str) -> None:
+            print(line, file=sys.stderr, flush=True)
+
     out = Path(out)
-    chash = config_hash(config)
-    if out.exists() and any(out.iterdir()):
-        run_file = out / RUN_FILE
-        if not resume:
-            raise OutputExistsError("run directory exists; choose a new --out or pass --resume to continue it", out)
-        if not run_file.is_file():
-            raise ReportError("cannot resume: the directory is not an etdeploy run (no run.json)", out)
-        previous = json.loads(run_file.read_text())
-        if previous.get("config_sha256") != chash:
-            raise ReportError("cannot resume: the run was started with a different configuration", out)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / RUN_FILE, {"config": config.to_dict(), "config_sha256": chash,
-                                           "stages": [s.name for s in stages]})
+    _start_or_resume(config, out, stages, resume)
     for leftover in out.glob(".*.partial"):
         shutil.rmtree(leftover, ignore_errors=True)
 
     ctx = RunContext(config=config, out=out, progress=progress)
     ctx.cache["invocation"] = invocation or []
     timing_path = out / "timing.json"
-    timing: dict[str, Any] = json.loads(timing_path.read_text()) if timing_path.is_file() else {"stages": {}}
+    timing: dict[str, Any] = {"stages": {}}
+    if timing_path.is_file():
+        try:
+            timing = read_json_artefact(timing_path, what="timing record", error=ReportError)
+            timing.setdefault("stages", {})
+        except ReportError:
+            pass  # timings are informative only; a damaged file is replaced
     total_start = time.perf_counter()
     for index, stage in enumerate(stages, 1):
         directory = ctx.stage_dir(stage.name)
-        if stage_is_complete(directory):
-            echo(f"[{index}/{len(stages)}] {stage.name}: reused (artefacts verified) - "
+        inputs = input_digests(out, stage)
+        if stage_is_complete(directory, inputs):
+            echo(f"[{index}/{len(stages)}] {stage.name}: reused (artefacts and inputs verified) - "
                  f"{stage.describe(ctx.summary(stage.name))}")
             continue
         if directory.exists():
@@ -132,8 +168,7 @@ def run_pipeline(config: RunConfig, out: str | Path, *, stages: list[Stage] | No
         start = time.perf_counter()
         with StagedDir(directory) as tmp:
             summary = stage.run(ctx, tmp)
-            manifest = _manifest(tmp, stage.name, summary)
-            atomic_write_json(tmp / MANIFEST, manifest)
+            atomic_write_json(tmp / MANIFEST, _manifest(tmp, stage, summary, inputs))
         seconds = time.perf_counter() - start
         timing["stages"][stage.name] = round(seconds, 3)
         atomic_write_json(timing_path, timing, overwrite=True)

@@ -1,4 +1,4 @@
-"""Fine-tuning with the masks held (METHOD.md section 3).
+"""Fine-tuning with the masks held (docs/method.md §3).
 
 Training is :func:`etdeploy.training.train` (Adam, best-on-validation, deterministic) with an
 ``after_backward`` hook that zeroes the gradient of every weight tied to a masked neuron:

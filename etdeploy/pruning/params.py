@@ -1,4 +1,4 @@
-"""Parameter accounting: before/after slicing, and the paper's Table 3 (METHOD.md section 4).
+"""Parameter accounting: before/after slicing, and the paper's Table 3 (docs/method.md §4).
 
 Two counts, kept apart on purpose:
 

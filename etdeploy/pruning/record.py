@@ -9,12 +9,11 @@ replay it.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
 from etdeploy.errors import PruningError
-from etdeploy.fileio import atomic_write_json, sha256_file
+from etdeploy.fileio import atomic_write_json, read_json_artefact, sha256_file
 
 
 def ranking_sha256(directory: str | os.PathLike) -> str:
@@ -33,7 +32,7 @@ def ranking_sha256(directory: str | os.PathLike) -> str:
 
 
 def save_record(record: dict, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    from etdeploy.pruning.slicing import validate_record
+    from etdeploy.pruning.replay import validate_record
 
     validate_record(record, path)
     return atomic_write_json(path, record, overwrite=overwrite)
@@ -41,13 +40,6 @@ def save_record(record: dict, path: str | os.PathLike, *, overwrite: bool = Fals
 
 def load_record(path: str | os.PathLike) -> dict:
     """Read and validate a ``record.json``."""
-    from etdeploy.pruning.slicing import validate_record
+    from etdeploy.pruning.replay import validate_record
 
-    path = Path(path)
-    if not path.is_file():
-        raise PruningError("pruning record file does not exist", path)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PruningError(f"pruning record is not valid JSON: {exc}", path) from exc
-    return validate_record(record, path)
+    return validate_record(read_json_artefact(path, what="pruning record", error=PruningError), path)

@@ -1,4 +1,4 @@
-"""Pruning schedules: the order in which a layer's neurons are masked (METHOD.md section 3).
+"""Pruning schedules: the order in which a layer's neurons are masked (docs/method.md §3).
 
 A schedule is a small callable with one contract::
 

@@ -1,4 +1,4 @@
-"""Accuracy vs neurons masked, without retraining (METHOD.md section 3, paper Fig. 9-11).
+"""Accuracy vs neurons masked, without retraining (docs/method.md §3, paper Fig. 9-11).
 
 For one layer ``F(x) = G(H(x))``: ``H(x)`` is computed **once** for every image; each grid point of
 each schedule then only runs ``G`` on ``H(x) * mask``. Masks of the other layers stay as they are in

@@ -1,10 +1,17 @@
-"""Minimal self-contained HTML building blocks (inline CSS, images as data URIs, no network)."""
+"""Self-contained HTML building blocks (inline CSS, images as data URIs, no network), escaping by default.
+
+Every value interpolated into markup goes through :func:`esc` unless it is :class:`Raw` (markup this
+module or a section built itself). Sections build their HTML with :func:`markup`, whose template is
+trusted code and whose values are escaped: a class name such as ``<img src=x onerror=alert(1)>``
+(an ImageFolder folder name) appears as text, never as markup.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
 import io
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,11 +35,39 @@ figcaption{font-size:12px;color:#445} code{background:#eef;padding:0 3px}
 """
 
 
-def esc(value: Any) -> str:
-    return html.escape(str(value))
+class Raw(str):
+    """Markup that must not be escaped (built by this module or a section from escaped parts)."""
+
+
+def esc(value: Any) -> Raw:
+    """``value`` as HTML text: :class:`Raw` passes through, anything else is ``str()``-ed and escaped."""
+    if isinstance(value, Raw):
+        return value
+    return Raw(html.escape(str(value), quote=True))
+
+
+def markup(template: str, *args: Any, **kwargs: Any) -> Raw:
+    """``template.format(...)`` with every argument escaped (:class:`Raw` arguments kept as they are).
+
+    Format specs apply to the value before escaping: ``markup("<b>{:.3f}</b>", 0.5)``.
+    """
+    def prepare(value: Any) -> Any:
+        if isinstance(value, Raw):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value  # numbers carry no markup; keep them formattable
+        return esc(value)
+
+    return Raw(template.format(*(prepare(a) for a in args), **{k: prepare(v) for k, v in kwargs.items()}))
+
+
+def join(parts: Iterable[Any], sep: str = "") -> Raw:
+    """Concatenate markup parts (non-Raw parts are escaped)."""
+    return Raw(sep.join(esc(p) for p in parts))
 
 
 def fmt(value: Any, digits: int = 4) -> str:
+    """A table cell's text: thousands separators for ints, 4 significant digits for floats, n/a for None."""
     if value is None:
         return "n/a"
     if isinstance(value, bool):
@@ -40,7 +75,7 @@ def fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        if value != value:
+        if math.isnan(value):
             return "n/a"
         if abs(value) >= 1e5 or (0 < abs(value) < 1e-3):
             return f"{value:.3e}"
@@ -48,27 +83,28 @@ def fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def table(header: Iterable[str], rows: Iterable[Iterable[Any]], left: int = 1) -> str:
+def _cell(value: Any) -> Raw:
+    return value if isinstance(value, Raw) else esc(fmt(value))
+
+
+def table(header: Iterable[Any], rows: Iterable[Iterable[Any]], left: int = 1) -> Raw:
+    """A table; the first ``left`` columns are left-aligned. Cells are escaped unless :class:`Raw`."""
     head = "".join(f"<th class='l'>{esc(h)}</th>" if i < left else f"<th>{esc(h)}</th>"
                    for i, h in enumerate(header))
     body = []
     for row in rows:
-        cells = "".join(f"<td class='l'>{c if isinstance(c, Raw) else esc(fmt(c))}</td>" if i < left else
-                        f"<td>{c if isinstance(c, Raw) else esc(fmt(c))}</td>" for i, c in enumerate(row))
+        cells = "".join(f"<td class='l'>{_cell(c)}</td>" if i < left else f"<td>{_cell(c)}</td>"
+                        for i, c in enumerate(row))
         body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-class Raw(str):
-    """HTML that must not be escaped."""
+    return Raw(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
 def verdict(ok: bool, yes: str = "pass", no: str = "fail") -> Raw:
     return Raw(f"<span class='ok'>{esc(yes)}</span>" if ok else f"<span class='bad'>{esc(no)}</span>")
 
 
-def card(label: str, value: str, note: str = "") -> str:
-    return f"<div class='card'><span class='muted'>{esc(label)}</span><b>{esc(value)}</b>{esc(note)}</div>"
+def card(label: Any, value: Any, note: Any = "") -> Raw:
+    return Raw(f"<div class='card'><span class='muted'>{esc(label)}</span><b>{esc(value)}</b>{esc(note)}</div>")
 
 
 def png_data_uri(png: bytes) -> str:
@@ -84,13 +120,15 @@ def figure_png(fig) -> bytes:
     return buf.getvalue()
 
 
-def img(png: bytes, alt: str) -> str:
-    return f"<img alt='{esc(alt)}' src='{png_data_uri(png)}'>"
+def img(png: bytes, alt: Any) -> Raw:
+    return Raw(f"<img alt='{esc(alt)}' src='{png_data_uri(png)}'>")
 
 
-def page(title: str, subtitle: str, sections: list[tuple[str, str, str]]) -> str:
-    nav = " · ".join(f"<a href='#{sid}' style='color:#fca311'>{esc(t)}</a>" for sid, t, _ in sections)
-    body = "".join(f"<section id='{sid}'><h2>{esc(t)}</h2>{content}</section>" for sid, t, content in sections)
+def page(title: Any, subtitle: Any, sections: list[tuple[str, str, Raw]]) -> str:
+    """The whole document; ``sections`` are ``(id, title, body markup)``."""
+    nav = " · ".join(f"<a href='#{esc(sid)}' style='color:#fca311'>{esc(t)}</a>" for sid, t, _ in sections)
+    body = "".join(f"<section id='{esc(sid)}'><h2>{esc(t)}</h2>{esc(content)}</section>"
+                   for sid, t, content in sections)
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"
             f"<style>{CSS}</style></head><body><header><h1>{esc(title)}</h1><p>{esc(subtitle)}</p>"
             f"<p style='font-size:13px'>{nav}</p></header><main>{body}</main></body></html>\n")

@@ -1,4 +1,4 @@
-"""Flight-processor profiles: one TOML file per processor in ``targets/``, validated on load.
+"""Flight-processor profiles: one TOML file per processor, validated on load.
 
 Units are part of the field names (``ram_bytes``, ``clock_hz``, ``sustained_macs_per_s``,
 ``power_w``); a unit-less or differently-united key such as ``ram_mb`` or ``clock_mhz`` is refused
@@ -7,6 +7,8 @@ with a message naming the field that was meant. Unknown keys are refused. Every 
 for sustained throughput has its own ``sustained_macs_basis`` saying how it was derived.
 
 The registry is the folder: adding a processor means adding one file (see :func:`load_profiles`).
+The profiles etdeploy ships are package data in ``etdeploy/targets/profiles/`` (inside the wheel, so a
+plain ``pip install`` has them; :func:`default_targets_dir`); ``--targets-dir`` points at another folder.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from etdeploy.errors import TargetProfileError
+from etdeploy.records import Record, RecordError
 
 CONFIDENCE_LEVELS = ("datasheet", "secondary", "approx")
 ANY_OP = "*"
@@ -27,7 +31,7 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 
 @dataclass(frozen=True)
-class TargetProfile:
+class TargetProfile(Record):
     """One processor. ``ram_bytes`` is the computer's physical RAM; ``model_ram_bytes`` the part the
     model may use beside the OS and flight software (the fit verdict uses this budget), with
     ``model_ram_basis`` saying where the budget comes from (usually an assumption).
@@ -37,6 +41,9 @@ class TargetProfile:
     ``flash_bytes = 0`` means no on-device storage for the model (a host loads it).
     ``supported_ops``: ONNX op types the target's deployment path runs; ``["*"]`` = every op of
     ONNX Runtime's CPU provider.
+
+    As a record, ``to_dict()`` is :func:`profile_to_dict` (every field but ``path``, the file it was
+    read from, which is also left out of comparisons) and ``from_dict()`` validates like a profile file.
     """
 
     id: str
@@ -65,10 +72,20 @@ class TargetProfile:
     source: str
     confidence: str
     notes: str = ""
-    path: str = ""
+    path: str = field(default="", compare=False)
 
     def supports_op(self, op_type: str) -> bool:
         return ANY_OP in self.supported_ops or op_type in self.supported_ops
+
+    def to_dict(self) -> dict[str, Any]:
+        return profile_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, *, where: str | None = None) -> TargetProfile:
+        try:
+            return profile_from_dict(data)
+        except TargetProfileError as exc:
+            raise RecordError(f"{where or 'target profile'}: {exc.message}") from exc
 
 
 # field -> (accepted python types, description used in messages)
@@ -201,10 +218,11 @@ def load_profile(path: str | os.PathLike) -> TargetProfile:
 
 
 def default_targets_dir() -> Path:
-    """``targets/`` beside the ``etdeploy`` package (repository checkout or editable install)."""
-    import etdeploy
+    """The profiles shipped with etdeploy: the ``profiles`` folder of the installed ``etdeploy.targets``
+    package (package data; the same folder in a checkout, an editable or a regular install)."""
+    from importlib.resources import files
 
-    return Path(etdeploy.__file__).resolve().parents[1] / "targets"
+    return Path(str(files("etdeploy.targets").joinpath("profiles")))
 
 
 def load_profiles(targets_dir: str | os.PathLike | None = None) -> dict[str, TargetProfile]:
@@ -222,7 +240,7 @@ def load_profiles(targets_dir: str | os.PathLike | None = None) -> dict[str, Tar
 
 
 def get_profile(target_id: str, targets_dir: str | os.PathLike | None = None) -> TargetProfile:
-    """Load one profile by id (``targets/<id>.toml``) or from an explicit ``.toml`` path."""
+    """Load one profile by id (``<targets_dir>/<id>.toml``) or from an explicit ``.toml`` path."""
     if target_id.endswith(".toml"):
         return load_profile(target_id)
     folder = Path(targets_dir) if targets_dir is not None else default_targets_dir()
@@ -233,6 +251,32 @@ def get_profile(target_id: str, targets_dir: str | os.PathLike | None = None) ->
         known = sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
         raise TargetProfileError(f"unknown target {target_id!r}; known: {', '.join(known) or 'none'}", folder)
     return load_profile(path)
+
+
+def resolve_targets(target_ids: Sequence[str], targets_dir: str | os.PathLike | None = None
+                    ) -> dict[str, TargetProfile]:
+    """Profiles by id for ``target_ids``: ids in ``targets_dir`` (default :func:`default_targets_dir`),
+    paths of ``.toml`` files, or ``all`` (every profile of the folder). Every unknown id is named in one
+    :class:`TargetProfileError` that lists the known ones."""
+    ids = list(dict.fromkeys(target_ids))
+    if not ids:
+        raise TargetProfileError("no target given; name one (see `etdeploy targets list`) or 'all'")
+    folder = Path(targets_dir) if targets_dir is not None else default_targets_dir()
+    named = [t for t in ids if t != "all" and not t.endswith(".toml")]
+    unknown = [t for t in named if not _ID.match(t) or not (folder / f"{t}.toml").is_file()]
+    if unknown:
+        known = sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
+        listed = ", ".join(repr(t) for t in unknown)
+        raise TargetProfileError(f"unknown target{'s' if len(unknown) > 1 else ''} {listed}; "
+                                 f"known: {', '.join(known) or 'none'}", folder)
+    profiles: dict[str, TargetProfile] = {}
+    for target_id in ids:
+        if target_id == "all":
+            profiles.update(load_profiles(folder))
+        else:
+            profile = get_profile(target_id, folder)
+            profiles[profile.id] = profile
+    return profiles
 
 
 def profile_to_dict(profile: TargetProfile) -> dict[str, Any]:

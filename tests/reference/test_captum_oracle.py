@@ -1,7 +1,7 @@
 """Captum as the oracle for etdeploy's neuron integrated gradients (tests only; etdeploy never imports Captum).
 
 Captum's ``IntegratedGradients(G)`` on the precomputed layer input ``H(x)`` with baseline 0 is the same
-quantity (METHOD.md section 1). "Relative difference" here is ``max |ours - captum| / max |captum|``
+quantity (docs/method.md §1). "Relative difference" here is ``max |ours - captum| / max |captum|``
 over all neurons and images of one (layer, output) pair.
 """
 

@@ -172,7 +172,7 @@ def test_export_cli_refused_or_failed_keeps_an_existing_export(tmp_path, monkeyp
 def test_prune_interrupted_after_both_models_are_written(tmp_path, monkeypatch, bundled):
     from etdeploy.attribution import save_ranking
     from etdeploy.models import save_model
-    from etdeploy.pruning.run import prune
+    from etdeploy.pruning import prune_dirs as prune
     from tests.test_pruning_support import synthetic_ranking
 
     model = _tiny(class_names=bundled.classes)

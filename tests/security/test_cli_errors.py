@@ -61,6 +61,8 @@ MISSING_FILE_CASES = {
     "fit-onnx": (["fit", "--onnx", "{M}", "--target", "rad750"], "ONNX file does not exist"),
     "fit-target": (["fit", "--onnx", "{I}/model.onnx", "--target", "{M}.toml"], "target profile file does not exist"),
     "run": (["run", "{M}.toml", "--out", "{O}"], "configuration file does not exist"),
+    "report": (["report", "--model", "{M}", "--no-data", "--out", "{O}"], "model directory (etdeploy train) does not "
+               "exist"),
 }
 
 

@@ -6,7 +6,7 @@ structured: delete a node, rename an input, wrong dtypes, bad or extra attribute
 huge dims, unknown op, shuffled nodes, short tensor data, bad opset / IR version...). A case passes
 when it either raises an :class:`~etdeploy.errors.EtdeployError` subclass, or loads through
 :func:`etdeploy.onnx_safety.load_onnx_checked`, is sized by :func:`etdeploy.targets.fit_analysis`
-and runs in ONNX Runtime (:func:`etdeploy.onnx_safety.make_session`) on the input etdeploy would
+and runs in ONNX Runtime (:func:`etdeploy.ort_session.make_session`) on the input etdeploy would
 feed. Any other exception is a leak; the cases run in a child process so a crash inside ONNX
 Runtime's C++ is reported (with the case that caused it) instead of killing the test run.
 """
@@ -195,7 +195,8 @@ def seed_model_bytes() -> bytes:
 def classify(path: Path, profile) -> dict:
     """Outcome of one file: ``ok`` (loads, sizes, runs), ``typed`` (an EtdeployError) or ``leak``."""
     from etdeploy.errors import EtdeployError
-    from etdeploy.onnx_safety import load_onnx_checked, make_session
+    from etdeploy.onnx_safety import load_onnx_checked
+    from etdeploy.ort_session import make_session
     from etdeploy.targets import fit_analysis
 
     stage = "load"
@@ -237,7 +238,8 @@ def test_seed_model_loads_runs_and_matches_torch(seed_bytes, tmp_path):
     import torch
 
     from etdeploy.models import build_model
-    from etdeploy.onnx_safety import load_onnx_checked, make_session
+    from etdeploy.onnx_safety import load_onnx_checked
+    from etdeploy.ort_session import make_session
 
     path = tmp_path / "seed.onnx"
     path.write_bytes(seed_bytes)
@@ -351,7 +353,8 @@ def test_a_graph_that_fails_only_at_run_time_gives_a_typed_error(seed_bytes, tmp
     import onnx
 
     from etdeploy.errors import OnnxModelError
-    from etdeploy.onnx_safety import load_onnx_checked, make_session
+    from etdeploy.onnx_safety import load_onnx_checked
+    from etdeploy.ort_session import make_session
 
     proto = onnx.load_from_string(seed_bytes)
     conv = next(n for n in proto.graph.node if n.op_type == "Conv")

@@ -1,7 +1,7 @@
 """Parity: the same images through several implementations of one model must agree.
 
 Typically four: the masked torch model, the sliced torch model, ``model.onnx`` and
-``model.sim.onnx`` (METHOD.md section 5). Every implementation sees the *same* float32 input
+``model.sim.onnx`` (docs/method.md §5). Every implementation sees the *same* float32 input
 (normalised once per batch). ONNX files are loaded through :mod:`etdeploy.onnx_safety` (checker
 first) and run on ONNX Runtime's CPU provider with ``ORT_DISABLE_ALL`` and one intra-/inter-op
 thread. For a second opinion, the first ``reference_images`` images of every ONNX file also go
@@ -13,28 +13,33 @@ rounding, not a bug; labels must still agree).
 Every mismatch (top-1 label disagreement, |delta logit| above ``tol``, shape difference,
 reference disagreement) is collected first; then one :class:`~etdeploy.errors.ParityError`
 lists them all (its ``.report`` holds the full :class:`ParityReport`).
+
+Use case: :func:`parity_from_dirs` (``etdeploy parity`` and the pipeline's parity stage) checks that
+the export was made from the model, loads the split and returns a :class:`ParityRun`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from etdeploy.errors import ParityError
+from etdeploy.errors import DataError, ParityError
+from etdeploy.records import Record
 
+PARITY_FORMAT = "etdeploy-parity"
 DEFAULT_TOL = 1e-5
 DEFAULT_REFERENCE_TOL = 1e-4
 MAX_LISTED_INDICES = 10
 
 
 @dataclass(frozen=True)
-class PairResult:
+class PairResult(Record):
     """Agreement of implementations ``a`` and ``b`` over ``n`` images."""
 
     a: str
@@ -46,7 +51,10 @@ class PairResult:
 
 
 @dataclass(frozen=True)
-class ParityReport:
+class ParityReport(Record):
+    """Agreement of ``names`` (``kinds``: torch | onnx) on ``n`` images; ``reference``: ReferenceEvaluator
+    vs ONNX Runtime max |delta logit| per ONNX implementation; ``mismatches``: every failure, in words."""
+
     names: tuple[str, ...]
     kinds: dict[str, str]
     n: int
@@ -69,12 +77,14 @@ class ParityReport:
         raise KeyError(f"no pair {a!r}/{b!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["names"] = list(self.names)
-        d["pairs"] = [{**asdict(p), "disagreeing_indices": list(p.disagreeing_indices)} for p in self.pairs]
-        d["mismatches"] = list(self.mismatches)
-        d["passed"] = self.passed
-        return d
+        return {**super().to_dict(), "passed": self.passed}
+
+    def error(self) -> ParityError:
+        """The :class:`ParityError` listing every mismatch (``.report`` is this report)."""
+        error = ParityError(f"{len(self.mismatches)} parity mismatch(es) on {self.n} images: "
+                            + "; ".join(self.mismatches))
+        error.report = self
+        return error
 
     def table(self) -> str:
         """Plain-text summary: accuracy per implementation, then one line per pair."""
@@ -98,10 +108,11 @@ def _is_onnx_source(model: Any) -> bool:
 def _runner(name: str, model: Any):
     """Return ``(kind, fn, proto)``: ``fn`` maps float32 ``(b, 3, S, S)`` numpy -> ``(b, K)`` float32."""
     if _is_onnx_source(model):
-        from etdeploy.onnx_safety import load_onnx_checked, make_session
+        from etdeploy.onnx_safety import load_onnx_checked
+        from etdeploy.ort_session import make_session
 
         proto = load_onnx_checked(Path(model))
-        session = make_session(proto, threads=1, optimise=False)
+        session = make_session(proto, threads=1, opt_level="disable")
         in_name = session.get_inputs()[0].name
         out_name = session.get_outputs()[0].name
 
@@ -165,8 +176,10 @@ def reference_logits(proto, x: np.ndarray) -> np.ndarray:
     """
     from onnx.reference import ReferenceEvaluator
 
+    from etdeploy.onnx_graph import image_input
+
     evaluator = ReferenceEvaluator(proto, new_ops=[_spec_lrn_op()])
-    in_name = proto.graph.input[0].name
+    in_name, _ = image_input(proto)
     return np.asarray(evaluator.run(None, {in_name: x})[0], dtype=np.float32)
 
 
@@ -249,8 +262,77 @@ def check_parity(models: Mapping[str, Any], images_uint8: np.ndarray, labels: np
                           reference_images=n_ref, reference_tolerance=float(reference_tol),
                           mismatches=tuple(mismatches))
     if mismatches and raise_on_mismatch:
-        error = ParityError(f"{len(mismatches)} parity mismatch(es) on {len(labels)} images: "
-                            + "; ".join(mismatches))
-        error.report = report
-        raise error
+        raise report.error()
     return report
+
+
+@dataclass(frozen=True)
+class ParityRun(ParityReport):
+    """:class:`ParityReport` of one data split (``split``): what ``etdeploy parity --out`` writes
+    (``parity.json``, read back by :func:`read_parity`) and the pipeline's parity stage records."""
+
+    split: str
+    format: str = PARITY_FORMAT
+    format_version: int = 1
+
+
+def read_parity(path: str | os.PathLike) -> ParityRun:
+    """``parity.json`` (written by ``etdeploy parity --out`` or the parity stage) as a :class:`ParityRun`."""
+    from etdeploy.errors import ReportError
+    from etdeploy.fileio import read_json_artefact
+    from etdeploy.records import RecordError
+
+    doc = read_json_artefact(path, what="parity report", format=PARITY_FORMAT, error=ReportError)
+    try:
+        return ParityRun.from_dict(doc, where="parity report")
+    except RecordError as exc:
+        raise ReportError(str(exc), path) from exc
+
+
+def parity_from_dirs(model_dir: str | os.PathLike, export_dir: str | os.PathLike, *, dataset: Any,
+                     masked_dir: str | os.PathLike | None = None, split: str = "test", tol: float = DEFAULT_TOL,
+                     reference_images: int = 2, reference_tol: float = DEFAULT_REFERENCE_TOL,
+                     images: Any = None, progress: bool = True, raise_on_mismatch: bool = True) -> ParityRun:
+    """Parity of a saved model, its export and (optionally) the masked model it was sliced from.
+
+    ``model_dir``: the sliced (or unpruned) model; ``export_dir``: written by ``etdeploy export`` from
+    it (checked: SHA-256 of both ONNX files, weights fingerprint); ``masked_dir``: the masked model
+    before slicing (same input size). Implementations compared, in order: ``masked-torch`` (when
+    ``masked_dir``), ``sliced-torch`` (``torch`` without ``masked_dir``), ``onnx``, ``onnx-sim``.
+    ``dataset`` must have the model's classes; ``split`` is decoded at the model's input size unless
+    the caller passes it already decoded as ``images`` (an :class:`~etdeploy.data.images.ImageSplit`).
+    A mismatch raises :class:`ParityError` listing all of them (``.report`` is the :class:`ParityRun`);
+    with ``raise_on_mismatch=False`` the run is returned and ``run.passed`` is false.
+    """
+    from etdeploy.data.compat import check_compatible
+    from etdeploy.data.images import load_split_images
+    from etdeploy.export.manifest import ONNX_FILE, SIM_FILE, read_export
+    from etdeploy.models import load_model, weights_fingerprint
+
+    model = load_model(model_dir)
+    export = read_export(export_dir)
+    if export.model.weights_fingerprint != weights_fingerprint(model):
+        raise DataError("the export was made from a different model (weights fingerprint differs)", export_dir)
+    models: dict[str, Any] = {}
+    if masked_dir is not None:
+        masked = load_model(masked_dir)
+        if masked.spec.input_size != model.spec.input_size:
+            raise DataError(f"masked and sliced models have different input sizes ({masked.spec.input_size} "
+                            f"and {model.spec.input_size} pixels)", masked_dir)
+        models["masked-torch"] = masked
+    models["sliced-torch" if masked_dir is not None else "torch"] = model
+    models["onnx"] = Path(export_dir) / ONNX_FILE
+    models["onnx-sim"] = Path(export_dir) / SIM_FILE
+    check_compatible(model, dataset, model_dir)
+    if images is None:
+        images = load_split_images(dataset, split, model.spec.input_size, progress=progress)
+    elif tuple(images.images.shape[-2:]) != (model.spec.input_size,) * 2:
+        raise DataError(f"the {split} images are {images.images.shape[-1]} pixels, the model takes "
+                        f"{model.spec.input_size}", model_dir)
+    report = check_parity(models, images.images, images.labels, model.spec.mean, model.spec.std, tol=tol,
+                          reference_images=reference_images, reference_tol=reference_tol,
+                          raise_on_mismatch=False)
+    run = ParityRun(split=split, **{f.name: getattr(report, f.name) for f in fields(ParityReport)})
+    if raise_on_mismatch and not run.passed:
+        raise run.error()
+    return run

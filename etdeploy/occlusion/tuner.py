@@ -1,17 +1,13 @@
-"""Approximate occlusion (METHOD.md 6.3): adaptive drill-down, SSIM, and the (tau, r_drill) tuner.
+"""Tuner of approximate occlusion (docs/method.md §6.3): pick ``(tau, r_drill, stage1_stride)`` by SSIM.
 
-* Projective-field threshold ``tau`` lives in the executor's plan (:func:`~etdeploy.occlusion.geometry.clip_region`).
-* Adaptive drill-down: stage 1 computes the map on the coarse grid (stride ``S1 > S``); its logits are
-  interpolated (bilinear, in patch-position space) onto the fine grid; stage 2 recomputes at stride ``S``
-  the fraction ``r_drill`` of the fine positions (those not already on the coarse grid) whose
-  interpolated map value (of the map kind being tuned: probability, logit, ...) moved most from the
-  unoccluded one. The rest keep the interpolated values; ``r_drill = 0`` keeps stage 1 alone.
-* Tuning: on a few tuning images compute the exact maps, then for every candidate ``(tau, r_drill, S1)``
-  the map it would produce, its SSIM against the exact map and its modelled cost (MACs); pick the
-  cheapest candidate whose *minimum* SSIM over the non-flat tuning maps reaches the target plus a safety
-  margin (default 0.05: measured on the trained AlexNet-227, the cheapest setting that just reaches 0.9 on
-  three tuning images falls below 0.9 on about one held-out image in nine; with the margin none did).
-  Maps whose range is below ``flat_threshold`` are flagged and left out (SSIM is ill-conditioned on them).
+On a few tuning images compute the exact maps, then for every candidate ``(tau, r_drill, S1)`` the map
+it would produce (assembled from the drill-down's own steps, :mod:`etdeploy.occlusion.drilldown`), its
+SSIM against the exact map (:func:`map_ssim`) and its modelled cost (MACs); pick the cheapest candidate
+whose *minimum* SSIM over the non-flat tuning maps reaches :func:`required_ssim` = the target plus a
+safety margin (default 0.05: measured on the trained AlexNet-227, the cheapest setting that just
+reaches 0.9 on three tuning images falls below 0.9 on about one held-out image in nine; with the
+margin none did). Maps whose range is below ``flat_threshold`` are flagged and left out (SSIM is
+ill-conditioned on them).
 """
 
 from __future__ import annotations
@@ -24,8 +20,11 @@ from typing import Any
 import numpy as np
 
 from etdeploy.errors import OcclusionError
-from etdeploy.occlusion.geometry import grid_starts
+from etdeploy.occlusion.drilldown import coarse_stage, drill_macs, drill_selection, merge_drilled
 from etdeploy.occlusion.result import map_values
+
+__all__ = ["DEFAULT_R_DRILLS", "DEFAULT_SSIM_MARGIN", "DEFAULT_STAGE1_FACTORS", "DEFAULT_TAUS", "TuneCandidate",
+           "TuneResult", "map_ssim", "required_ssim", "tune_approx"]
 
 DEFAULT_TAUS = (1.0, 0.8, 0.6, 0.5, 0.4)
 DEFAULT_R_DRILLS = (1.0, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05, 0.02, 0.0)
@@ -33,73 +32,9 @@ DEFAULT_SSIM_MARGIN = 0.05
 DEFAULT_STAGE1_FACTORS = (2, 3, 4)
 
 
-def interp_grid(coarse: np.ndarray, cy: np.ndarray, cx: np.ndarray, fy: np.ndarray, fx: np.ndarray) -> np.ndarray:
-    """Bilinear interpolation of ``(n1y, n1x, K)`` values at coarse starts onto fine starts -> ``(ny, nx, K)``.
-
-    Fine starts beyond the last coarse start take the edge value.
-    """
-    def axis(c: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        t = np.interp(f.astype(np.float64), c.astype(np.float64), np.arange(len(c), dtype=np.float64))
-        i0 = np.floor(t).astype(np.int64)
-        i1 = np.minimum(i0 + 1, len(c) - 1)
-        return i0, i1, t - i0
-
-    y0, y1, wy = axis(cy, fy)
-    x0, x1, wx = axis(cx, fx)
-    c = np.asarray(coarse, dtype=np.float64)
-    top = c[y0][:, x0] * (1 - wx)[None, :, None] + c[y0][:, x1] * wx[None, :, None]
-    bottom = c[y1][:, x0] * (1 - wx)[None, :, None] + c[y1][:, x1] * wx[None, :, None]
-    return top * (1 - wy)[:, None, None] + bottom * wy[:, None, None]
-
-
-def coincident_mask(cy: np.ndarray, cx: np.ndarray, fy: np.ndarray, fx: np.ndarray) -> np.ndarray:
-    """``(ny, nx)`` True where a fine position is also a coarse (stage-1) position."""
-    return np.isin(fy, cy)[:, None] & np.isin(fx, cx)[None, :]
-
-
 def required_ssim(target_ssim: float, margin: float) -> float:
     """The SSIM the tuning maps must reach: ``target_ssim + margin``, at most 1."""
     return min(1.0, target_ssim + margin)
-
-
-def drill_selection(interp_logits: np.ndarray, base_logits: np.ndarray, target: int, coincident: np.ndarray,
-                    r_drill: float, map_kind: str = "prob") -> np.ndarray:
-    """``(ny, nx, K) -> (ny, nx)`` bool: the ``ceil(r_drill * n)`` non-coincident positions whose interpolated
-    ``map_kind`` value of class ``target`` moved most from the unoccluded one (ties broken by position order)."""
-    values = map_values(interp_logits, base_logits, target, map_kind)
-    unoccluded = map_values(np.asarray(base_logits)[None, None], base_logits, target, map_kind)[0, 0]
-    change = np.abs(values - unoccluded)
-    candidates = np.flatnonzero(~coincident.reshape(-1))
-    n = math.ceil(r_drill * len(candidates) - 1e-9)
-    order = candidates[np.argsort(-change.reshape(-1)[candidates], kind="stable")][:n]
-    mask = np.zeros(coincident.size, dtype=bool)
-    mask[order] = True
-    return mask.reshape(coincident.shape)
-
-
-def drill_down(executor, base, target: int, *, tau: float, r_drill: float, stage1_stride: int,
-               map_kind: str = "prob", progress: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
-    """Run the two-stage drill-down. Returns ``(logits (ny, nx, K), computed mask (ny, nx), MACs)``."""
-    stride, patch = executor.stride, executor.patch
-    if stage1_stride <= stride:
-        raise OcclusionError(f"stage-1 stride {stage1_stride} must be larger than the stride {stride}")
-    h, w = executor.input_hw
-    fine = executor.plan(stride, tau)
-    coarse = executor.plan(stage1_stride, tau)
-    cy, cx = grid_starts(h, patch, stage1_stride), grid_starts(w, patch, stage1_stride)
-    n1y, n1x = len(cy), len(cx)
-    iy, ix = np.divmod(np.arange(n1y * n1x), n1x)
-    coarse_logits = executor.logits_at(base, iy, ix, stride=stage1_stride, tau=tau, progress=progress)
-    coarse_logits = coarse_logits.reshape(n1y, n1x, -1)
-    interp = interp_grid(coarse_logits, cy, cx, fine.starts_y, fine.starts_x)
-    coincident = coincident_mask(cy, cx, fine.starts_y, fine.starts_x)
-    select = drill_selection(interp, base.logits, target, coincident, r_drill, map_kind)
-    sy, sx = np.nonzero(select)
-    logits = interp.astype(np.float32)
-    if len(sy):
-        logits[sy, sx] = executor.logits_at(base, sy, sx, stride=stride, tau=tau, progress=progress)
-    macs = n1y * n1x * coarse.macs_per_position + len(sy) * fine.macs_per_position
-    return logits, select | coincident, int(macs)
 
 
 def map_ssim(reference: np.ndarray, approx: np.ndarray) -> float:
@@ -199,7 +134,7 @@ def tune_approx(executor, images: Sequence[np.ndarray], *, target_ssim: float = 
     taus = sorted({float(t) for t in taus} | {1.0}, reverse=True)
     r_drills = sorted({float(r) for r in r_drills} | {1.0}, reverse=True)
     stride, patch = executor.stride, executor.patch
-    h, w = executor.input_hw
+    h = executor.input_hw[0]
     fine = executor.plan(stride, 1.0)
     ny, nx = fine.grid_shape
     all_y, all_x = np.divmod(np.arange(ny * nx), nx)
@@ -220,7 +155,8 @@ def tune_approx(executor, images: Sequence[np.ndarray], *, target_ssim: float = 
         prepared.append((index, base, target, exact, ref))
     if not prepared:
         raise OcclusionError(f"every tuning map is flat (range < {flat_threshold} on the '{map_kind}' map); SSIM is "
-                             "meaningless there: tune on other images or use map_kind='logprob' or 'logit'")
+                             "meaningless there: tune on other images or use the logprob or logit map kind "
+                             "(--map-kind, occlusion.map_kind)")
 
     candidates: list[TuneCandidate] = []
     naive_macs = ny * nx * executor.naive_macs_per_position
@@ -235,31 +171,23 @@ def tune_approx(executor, images: Sequence[np.ndarray], *, target_ssim: float = 
                       for (_, base, target, _, ref), f in zip(prepared, per_image_fine))
         candidates.append(TuneCandidate(tau, 1.0, None, int(macs), naive_macs / macs, ssims))
         for s1 in stage1:
-            coarse_plan = executor.plan(s1, tau)
-            cy, cx = grid_starts(h, patch, s1), grid_starts(w, patch, s1)
-            n1y, n1x = len(cy), len(cx)
-            cyi, cxi = np.divmod(np.arange(n1y * n1x), n1x)
-            coincident = coincident_mask(cy, cx, fine.starts_y, fine.starts_x)
-            interps = []
-            for _, base, _, _, _ in prepared:
-                coarse = executor.logits_at(base, cyi, cxi, stride=s1, tau=tau).reshape(n1y, n1x, -1)
-                interps.append(interp_grid(coarse, cy, cx, fine.starts_y, fine.starts_x))
+            stages = [coarse_stage(executor, base, tau=tau, stage1_stride=s1) for _, base, _, _, _ in prepared]
             for r in r_drills:
                 if r >= 1.0:
                     continue
                 ssims_r = []
                 n_rec = 0
-                for (_, base, target, _, ref), f, interp in zip(prepared, per_image_fine, interps):
-                    select = drill_selection(interp, base.logits, target, coincident, r, map_kind)
+                for (_, base, target, _, ref), f, stage in zip(prepared, per_image_fine, stages):
+                    select = drill_selection(stage.interp, base.logits, target, stage.coincident, r, map_kind)
                     n_rec = int(select.sum())
-                    mixed = np.where(select[..., None], f, interp.astype(np.float32))
+                    mixed = merge_drilled(stage.interp, select, f[select])
                     ssims_r.append(map_ssim(ref, map_values(mixed, base.logits, target, map_kind)))
-                macs_r = n1y * n1x * coarse_plan.macs_per_position + n_rec * fine_tau.macs_per_position
+                macs_r = drill_macs(stages[0], n_rec, fine_tau.macs_per_position)
                 candidates.append(TuneCandidate(tau, r, s1, int(macs_r), naive_macs / macs_r, tuple(ssims_r)))
     bar = required_ssim(target_ssim, margin)
     ok = [c for c in candidates if c.min_ssim >= bar - 1e-12]
     best = min(ok, key=lambda c: (c.macs, -c.min_ssim))
     return TuneResult(tau=best.tau, r_drill=best.r_drill, stage1_stride=best.stage1_stride, target_ssim=target_ssim,
-                      margin=float(margin), map_kind=map_kind, min_ssim=best.min_ssim, mean_ssim=float(np.mean(best.ssim)),
-                      modelled_speedup=best.modelled_speedup, used_images=tuple(p[0] for p in prepared),
-                      flat=tuple(flat), candidates=tuple(candidates))
+                      margin=float(margin), map_kind=map_kind, min_ssim=best.min_ssim,
+                      mean_ssim=float(np.mean(best.ssim)), modelled_speedup=best.modelled_speedup,
+                      used_images=tuple(p[0] for p in prepared), flat=tuple(flat), candidates=tuple(candidates))

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from etdeploy.cli.options import data_options, open_data_from_options, progress_option
+from etdeploy.cli.options import data_options, open_data_from_options, progress_option, split_option
 
 
 @click.command()
@@ -24,7 +24,7 @@ from etdeploy.cli.options import data_options, open_data_from_options, progress_
 def train(arch, data, grouping, recipe, cap, data_seed, epochs, seed, lr, batch_size, input_size, out, force,
           progress) -> None:
     """Train a model from scratch (deterministic, best-on-validation) and save it to OUT."""
-    from etdeploy.api import train_model
+    from etdeploy.training import train_model
 
     ds = open_data_from_options(data, grouping, recipe, cap, data_seed)
     _, metrics = train_model(arch, ds, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
@@ -39,22 +39,17 @@ def train(arch, data, grouping, recipe, cap, data_seed, epochs, seed, lr, batch_
 @click.command()
 @click.option("--model", "model_dir", required=True, type=click.Path(), help="Model directory.")
 @data_options
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@split_option("test")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @progress_option
 def evaluate(model_dir, data, grouping, recipe, cap, data_seed, split, as_json, progress) -> None:
     """Accuracy, per-class accuracy and confusion matrix of a saved model on one split."""
-    from etdeploy.api import evaluate_model
     from etdeploy.models import load_model
+    from etdeploy.training import evaluate_model
 
     model = load_model(model_dir)
     ds = open_data_from_options(data, grouping, recipe, cap, data_seed)
-    if tuple(ds.classes) != tuple(model.spec.class_names):
-        from etdeploy.errors import DataError
-
-        raise DataError(f"data classes {list(ds.classes)} differ from the model's {list(model.spec.class_names)}",
-                        model_dir)
-    result = evaluate_model(model, ds, split, progress=progress)
+    result = evaluate_model(model, ds, split, progress=progress, where=model_dir)
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
         return

@@ -1,0 +1,389 @@
+"""Use case: occlusion maps of a few images on an ONNX classifier, written as files, returned typed.
+
+    from etdeploy.occlusion import ExplainInput, explain_images
+    run = explain_images("model.onnx", [ExplainInput.from_file("a.jpg")], mean=m, std=s, out="maps")
+    run.images[0].maps[0].npy        # "img00_a_c3.npy"; run.to_dict() is maps/summary.json
+
+One flow serves ``etdeploy explain`` (image files) and the pipeline's explain stage (test images
+already decoded, picked by :func:`pick_explain_images`): build the executor, choose the approximate
+settings (tune on ``tune_images`` unless ``tau``/``r_drill`` are given), run every image, write a
+``.npy`` map and a PNG overlay per image and class, and return an :class:`ExplainRun`, whose
+``to_dict()`` is ``summary.json``. Timings go to ``timing.json`` only (``summary.json`` is
+byte-reproducible); a pipeline stage asks for none.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from etdeploy.errors import ImageError, OcclusionError
+from etdeploy.records import Record
+from etdeploy.vocab import FLAT_MAP_RANGE, MAP_KINDS, OCCLUSION_MODES, choices_text
+
+__all__ = ["EXPLAIN_FORMAT", "ApproxSettings", "ClassMap", "ExplainInput", "ExplainRun", "ExplainedImage", "OnnxFile",
+           "Tuning", "TuningCandidate", "explain_images", "pick_explain_images", "read_explain"]
+
+EXPLAIN_FORMAT = "etdeploy-explain"
+
+#: What :attr:`ExplainInput.kind` may say about an image picked from a labelled split.
+IMAGE_KINDS = ("correct", "misclassified")
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class ExplainInput:
+    """One image to explain: ``name`` (recorded and used in file names), ``sha256`` of its file, and either
+    ``image`` (``(3, H, W)`` uint8 at the model's input size) or ``path`` (decoded at that size).
+
+    ``true_class`` and ``kind`` (``"correct"`` / ``"misclassified"``) are recorded when known.
+    """
+
+    name: str
+    sha256: str
+    image: np.ndarray | None = None
+    path: Path | None = None
+    true_class: int | None = None
+    kind: str | None = None
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **metadata: Any) -> ExplainInput:
+        from etdeploy.fileio import sha256_file
+
+        path = Path(path)
+        if not path.is_file():
+            raise ImageError("image file does not exist" if not path.exists() else "image path is not a file", path)
+        return cls(name=path.name, sha256=sha256_file(path), path=path, **metadata)
+
+    def decoded(self, size: int) -> np.ndarray:
+        """``(3, size, size)`` uint8."""
+        if self.image is None:
+            if self.path is None:
+                raise OcclusionError(f"image {self.name!r} has neither pixels nor a file")
+            from etdeploy.data.images import decode_image
+
+            return decode_image(self.path, size)
+        image = np.asarray(self.image)
+        if image.dtype != np.uint8 or image.shape != (3, size, size):
+            raise OcclusionError(f"image {self.name!r} is {image.dtype} {tuple(image.shape)}; the model needs "
+                                 f"uint8 (3, {size}, {size})")
+        return image
+
+
+def pick_explain_images(labels: Sequence[int], predictions: Sequence[int], per_class: int) -> list[tuple[int, str]]:
+    """``(index, kind)``: per class, up to ``per_class`` correctly classified images and one misclassified one
+    (if any), in class order then index order."""
+    chosen: list[tuple[int, str]] = []
+    for k in sorted({int(v) for v in labels}):
+        correct = [i for i in range(len(labels)) if labels[i] == k and predictions[i] == k][:per_class]
+        wrong = [i for i in range(len(labels)) if labels[i] == k and predictions[i] != k][:1]
+        chosen += [(i, "correct") for i in correct] + [(i, "misclassified") for i in wrong]
+    return chosen
+
+
+# ---------------------------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class OnnxFile(Record):
+    file: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ApproxSettings(Record):
+    """The approximate-mode settings the maps were computed with (``stage1_stride`` None: 2 x stride)."""
+
+    tau: float
+    r_drill: float
+    stage1_stride: int | None
+    map_kind: str
+
+
+@dataclass(frozen=True)
+class TuningCandidate(Record):
+    tau: float
+    r_drill: float
+    stage1_stride: int | None
+    macs: int
+    modelled_speedup: float
+    ssim: tuple[float, ...]
+    min_ssim: float
+
+
+@dataclass(frozen=True)
+class Tuning(Record):
+    """:class:`~etdeploy.occlusion.tuner.TuneResult` as a record, plus the names of the tuning images.
+
+    ``used_images`` and ``flat_images`` (``[index, map range]``) index ``images``.
+    """
+
+    tau: float
+    r_drill: float
+    stage1_stride: int | None
+    target_ssim: float
+    margin: float
+    map_kind: str
+    min_ssim: float
+    mean_ssim: float
+    modelled_speedup: float
+    used_images: tuple[int, ...]
+    flat_images: tuple[tuple[int, float], ...]
+    images: tuple[str, ...]
+    candidates: tuple[TuningCandidate, ...] = ()
+
+    @property
+    def required_ssim(self) -> float:
+        from etdeploy.occlusion.tuner import required_ssim
+
+        return required_ssim(self.target_ssim, self.margin)
+
+
+@dataclass(frozen=True)
+class ClassMap(Record):
+    """One map of one image: class index ``class_`` (``"class"`` in JSON) and name, its files, value range,
+    ``flat`` (range below :data:`etdeploy.vocab.FLAT_MAP_RANGE`) and SSIM against the exact map (when checked
+    and the exact map is not constant)."""
+
+    class_: int
+    name: str
+    npy: str
+    png: str
+    min: float
+    max: float
+    flat: bool
+    ssim_vs_exact: float | None = None
+
+
+@dataclass(frozen=True)
+class ExplainedImage(Record):
+    """One image: its file and digest, what is known of it (``true_class``, ``kind``), the model's prediction
+    and probabilities on it, the map grid, the multiply-accumulates spent (naive: a full forward per
+    position) and its maps."""
+
+    file: str
+    sha256: str
+    true_class: int | None
+    kind: str | None
+    predicted: int
+    probabilities: tuple[float, ...]
+    map_shape: tuple[int, int]
+    macs: int
+    naive_macs: int
+    modelled_speedup: float | None
+    maps: tuple[ClassMap, ...]
+
+    @property
+    def probability(self) -> float:
+        """Probability of the predicted class."""
+        return self.probabilities[self.predicted]
+
+
+@dataclass(frozen=True)
+class ExplainRun(Record):
+    """Result of :func:`explain_images` (``to_dict()`` is ``summary.json`` and the explain stage's summary).
+
+    ``classes``: the model's class names (index = output); ``run``: the approximate settings used (None in
+    naive and exact mode); ``tuning``: what the tuner chose (None unless it ran); ``images`` in input order.
+    ``to_dict()`` adds ``maps``, a flat view (one row per map with its image's fields, values as
+    ``map_min``/``map_max``) for tables and scripts; ``from_dict`` ignores it (``images`` is the record).
+    """
+
+    onnx: OnnxFile
+    mode: str
+    patch: int
+    stride: int
+    map_kind: str
+    patch_value: float
+    input_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: tuple[str, ...]
+    redundancy_ratio: float
+    check_ssim: bool
+    run: ApproxSettings | None
+    tuning: Tuning | None
+    images: tuple[ExplainedImage, ...]
+    format: str = EXPLAIN_FORMAT
+    format_version: int = 1
+
+    def all_maps(self) -> list[tuple[ExplainedImage, ClassMap]]:
+        """Every ``(image, map)`` in order."""
+        return [(image, m) for image in self.images for m in image.maps]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d["maps"] = [{"image": index, "file": image.file, "kind": image.kind, "true_class": image.true_class,
+                      "predicted": image.predicted, "probability": image.probability,
+                      "modelled_speedup": image.modelled_speedup, "class": m.class_, "name": m.name, "npy": m.npy,
+                      "png": m.png, "map_min": m.min, "map_max": m.max, "flat": m.flat,
+                      "ssim_vs_exact": m.ssim_vs_exact}
+                     for index, image in enumerate(self.images) for m in image.maps]
+        return d
+
+
+def read_explain(path: str | os.PathLike) -> ExplainRun:
+    """``summary.json`` of an ``etdeploy explain`` folder or an explain stage folder (give either the folder or
+    the file) as an :class:`ExplainRun`; a damaged or foreign file raises :class:`ReportError` naming it."""
+    from etdeploy.errors import ReportError
+    from etdeploy.fileio import read_json_artefact
+    from etdeploy.records import RecordError
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "summary.json"
+    doc = read_json_artefact(path, what="explanation summary", format=EXPLAIN_FORMAT, error=ReportError)
+    try:
+        return ExplainRun.from_dict(doc, where="explanation summary")
+    except RecordError as exc:
+        raise ReportError(str(exc), path) from exc
+
+
+# ---------------------------------------------------------------------------------------------- use case
+def explain_images(onnx_path: str | os.PathLike, images: Sequence[ExplainInput], *, mean: Sequence[float],
+                   std: Sequence[float], out: str | os.PathLike, class_names: Sequence[str] | None = None,
+                   input_size: int | None = None, patch: int = 16, stride: int = 4, mode: str = "exact",
+                   map_kind: str = "prob", classes: Sequence[int] = (), target_ssim: float = 0.9,
+                   ssim_margin: float = 0.05, tau: float | None = None, r_drill: float | None = None,
+                   stage1_stride: int | None = None, tune_images: Sequence[ExplainInput] | None = None,
+                   check_ssim: bool = False, patch_value: float = 0.0, batch_size: int = 16, threads: int = 2,
+                   force: bool = False, staged: bool = True, timing: bool = True,
+                   progress: bool = True) -> ExplainRun:
+    """Occlusion maps of ``images`` on the ONNX classifier ``onnx_path``, written into ``out``.
+
+    ``mean``/``std``: per-channel normalisation on [0, 1]; ``class_names`` (default ``class0``...) name the
+    model's outputs; ``input_size`` overrides a dynamic ONNX input size. ``mode``: naive | exact | approx;
+    ``map_kind``: prob | drop | logit | logprob; ``classes``: the classes to map (default: each image's
+    predicted class). Approx mode runs with ``tau``/``r_drill``/``stage1_stride`` when ``tau`` or ``r_drill``
+    is given (the other defaulting to 1), else tunes them on ``tune_images`` (default: the first two
+    images) to reach ``target_ssim + ssim_margin``; ``check_ssim`` also computes the exact maps and records
+    each map's SSIM against them. ``patch_value``: patch colour in normalised space (0 = the data mean).
+
+    ``out``: a new folder, built under a temporary name and renamed into place (``staged``; an existing
+    non-empty one is refused unless ``force``), or with ``staged=False`` an existing empty folder that the
+    caller stages (a pipeline stage folder). It receives ``<stem>.npy`` (float64 map) and ``<stem>.png``
+    (overlay) per image and class, ``summary.json`` (= the result's ``to_dict()``) and, with ``timing``,
+    ``timing.json`` (seconds per image).
+    """
+    from etdeploy.data.images import normalise
+    from etdeploy.fileio import StagedDir, atomic_write_json, refuse_existing_output, sha256_file
+    from etdeploy.occlusion.executor import IncrementalOcclusionExecutor
+    from etdeploy.occlusion.output import write_map
+    from etdeploy.occlusion.result import log_softmax
+    from etdeploy.occlusion.tuner import map_ssim, tune_approx
+    from etdeploy.progress import progress_bar
+
+    if mode not in OCCLUSION_MODES:
+        raise OcclusionError(f"unknown occlusion mode {mode!r}; choose {choices_text(OCCLUSION_MODES)}")
+    if map_kind not in MAP_KINDS:
+        raise OcclusionError(f"unknown map kind {map_kind!r}; choose {choices_text(MAP_KINDS)}")
+    if mode != "approx" and (tau is not None or r_drill is not None or stage1_stride is not None or tune_images
+                             or check_ssim):
+        raise OcclusionError("tau, r_drill, the stage-1 stride, tuning images and the SSIM check apply to "
+                             "approx mode only")
+    if not images and staged:  # a pipeline run may explain nothing (occlusion.images_per_class = 0)
+        raise OcclusionError("no images to explain")
+    if len(mean) != 3 or len(std) != 3:
+        raise OcclusionError(f"mean and std need 3 numbers each (RGB), got {len(mean)} and {len(std)}")
+    for image in images:
+        if image.kind is not None and image.kind not in IMAGE_KINDS:
+            raise OcclusionError(f"image kind must be {choices_text(IMAGE_KINDS)}, got {image.kind!r}", image.name)
+    out = Path(out)
+    if staged:
+        refuse_existing_output(out, force=force)
+
+    executor = IncrementalOcclusionExecutor(onnx_path, input_size=input_size, patch=patch, stride=stride,
+                                            batch_size=batch_size, threads=threads, patch_value=patch_value)
+    size_h, size_w = executor.input_hw
+    if size_h != size_w:
+        raise OcclusionError(f"images are decoded square; the model input is {size_h}x{size_w}", onnx_path)
+    k = executor.num_classes
+    names = tuple(class_names) if class_names is not None else tuple(f"class{i}" for i in range(k))
+    if len(names) != k:
+        raise OcclusionError(f"{len(names)} class names for a model with {k} outputs", onnx_path)
+    for c in classes:
+        if not 0 <= int(c) < k:
+            raise OcclusionError(f"class {c} is out of range for a model with {k} classes")
+    for image in images:
+        if image.true_class is not None and not 0 <= image.true_class < k:
+            raise OcclusionError(f"true class {image.true_class} is out of range for a model with {k} classes",
+                                 image.name)
+
+    def prepared(item: ExplainInput) -> tuple[np.ndarray, np.ndarray]:
+        raw = item.decoded(size_h)
+        return raw, normalise(raw[None], mean, std).numpy()[0]
+
+    decoded = [prepared(item) for item in images]
+    started = time.perf_counter()
+    seconds: dict[str, Any] = {"images": []}
+    tuning = None
+    settings = None
+    if mode == "approx":
+        if tau is not None or r_drill is not None:
+            settings = ApproxSettings(tau=1.0 if tau is None else float(tau),
+                                      r_drill=1.0 if r_drill is None else float(r_drill),
+                                      stage1_stride=stage1_stride, map_kind=map_kind)
+        elif images:
+            tune_items = list(tune_images) if tune_images else list(images[:2])
+            tune_floats = [prepared(item)[1] for item in tune_items]
+            t0 = time.perf_counter()
+            tuned = tune_approx(executor, tune_floats, target_ssim=target_ssim, map_kind=map_kind, margin=ssim_margin,
+                                flat_threshold=FLAT_MAP_RANGE, progress=progress)
+            seconds["tuning_seconds"] = time.perf_counter() - t0
+            tuning = Tuning.from_dict(tuned.as_dict() | {"images": [item.name for item in tune_items]})
+            settings = ApproxSettings(tau=tuned.tau, r_drill=tuned.r_drill, stage1_stride=tuned.stage1_stride,
+                                      map_kind=map_kind)
+    run_kwargs: dict[str, Any] = {"mode": mode}
+    if settings is not None:
+        run_kwargs.update(tau=settings.tau, r_drill=settings.r_drill, stage1_stride=settings.stage1_stride,
+                          map_kind=settings.map_kind)
+
+    def write_into(folder: Path) -> ExplainRun:
+        explained = []
+        for index, (item, (raw, image)) in enumerate(progress_bar(list(zip(images, decoded)), desc="explain",
+                                                                  enabled=progress)):
+            t0 = time.perf_counter()
+            result = executor.run(image, **run_kwargs)
+            seconds["images"].append({"file": item.name, "seconds": time.perf_counter() - t0})
+            exact = executor.run(image, mode="exact") if check_ssim else None
+            probabilities = np.exp(log_softmax(result.base_logits))
+            maps = []
+            for c in (classes or (result.target,)):
+                c = int(c)
+                stem = f"img{index:02d}_{Path(item.name).stem}_c{c}"
+                files = write_map(folder, stem, result, raw, map_kind, names[c], c)
+                values = result.map(map_kind, c)
+                ssim = None
+                if exact is not None:
+                    reference = exact.map(map_kind, c)
+                    ssim = map_ssim(reference, values) if reference.max() > reference.min() else None
+                maps.append(ClassMap(class_=c, name=names[c], npy=files["npy"], png=files["png"],
+                                     min=float(values.min()), max=float(values.max()),
+                                     flat=bool(values.max() - values.min() < FLAT_MAP_RANGE), ssim_vs_exact=ssim))
+            explained.append(ExplainedImage(
+                file=item.name, sha256=item.sha256, true_class=item.true_class, kind=item.kind,
+                predicted=int(np.argmax(probabilities)), probabilities=tuple(float(p) for p in probabilities),
+                map_shape=result.shape, macs=int(result.macs), naive_macs=int(result.naive_macs),
+                modelled_speedup=result.naive_macs / result.macs if result.macs else None, maps=tuple(maps)))
+        run = ExplainRun(
+            onnx=OnnxFile(file=Path(onnx_path).name, sha256=sha256_file(onnx_path)), mode=mode, patch=int(patch),
+            stride=int(stride), map_kind=map_kind, patch_value=float(patch_value), input_size=(size_h, size_w),
+            mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std), classes=names,
+            redundancy_ratio=float(executor.redundancy_ratio()["R"]), check_ssim=bool(check_ssim), run=settings,
+            tuning=tuning, images=tuple(explained))
+        atomic_write_json(folder / "summary.json", run.to_dict())
+        if timing:
+            seconds["total_seconds"] = time.perf_counter() - started
+            atomic_write_json(folder / "timing.json", seconds)
+        return run
+
+    if not staged:
+        if not out.is_dir():
+            raise OcclusionError("output folder does not exist", out)
+        return write_into(out)
+    with StagedDir(out, force=force) as tmp:
+        return write_into(tmp)

@@ -1,0 +1,143 @@
+"""Assemble a :class:`RunRecord` from artefact folders made by hand (``etdeploy report``).
+
+Each artefact kind has one loader that turns a folder (or file) written by an etdeploy command into
+the same stage result the pipeline stores, so one renderer serves both. Loaders read through the
+library's artefact readers (typed errors naming the file); the renderer itself reads nothing.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from etdeploy.errors import ReportError
+from etdeploy.fileio import sha256_file
+from etdeploy.report.record import Provenance, RunRecord
+
+PACKAGES = ("etdeploy", "torch", "numpy", "onnx", "onnxruntime", "onnxsim", "scikit-image", "matplotlib",
+            "safetensors", "pillow", "click", "tqdm")
+ASSET_SUFFIXES = (".csv", ".png")
+
+
+def package_versions() -> dict[str, str]:
+    """Python and the versions of the packages a result depends on."""
+    out = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def platform_info() -> dict[str, str]:
+    return {"system": platform.system(), "machine": platform.machine(), "release": platform.release()}
+
+
+def _model_summary(path: Path) -> dict[str, Any]:
+    from etdeploy.training import training_summary
+
+    return training_summary(path)
+
+
+def _rank_summary(path: Path) -> dict[str, Any]:
+    from etdeploy.attribution.rank_dirs import read_rank_run
+
+    return read_rank_run(path).to_dict()
+
+
+def _sweep_summary(path: Path) -> dict[str, Any]:
+    from etdeploy.pruning.sweep_dirs import read_sweep_run
+
+    return read_sweep_run(path).to_dict()
+
+
+def _prune_summary(path: Path) -> dict[str, Any]:
+    from etdeploy.pruning.prune_dirs import read_prune_series
+
+    return read_prune_series(path).to_dict()
+
+
+def _explain_summary(path: Path) -> dict[str, Any]:
+    from etdeploy.occlusion.explain import read_explain
+
+    return read_explain(path).to_dict()
+
+
+def _export_summary(path: Path) -> dict[str, Any]:
+    """One export folder, or a folder of export folders (the pipeline's ``original/`` and ``sliced/``)."""
+    from etdeploy.export import ExportSet, read_export
+
+    if (path / "export.json").is_file():
+        return ExportSet(exports={path.name: read_export(path)}).to_dict()
+    variants = sorted(p for p in path.iterdir() if (p / "export.json").is_file())
+    if not variants:
+        raise ReportError("folder holds no export.json (give a folder written by etdeploy export)", path)
+    return ExportSet(exports={p.name: read_export(p) for p in variants}).to_dict()
+
+
+def _parity_summary(path: Path) -> dict[str, Any]:
+    from etdeploy.export import read_parity
+
+    return read_parity(path / "parity.json" if path.is_dir() else path).to_dict()
+
+
+def _fit_summary(path: Path) -> dict[str, Any]:
+    from etdeploy.targets import read_fit
+
+    return read_fit(path / "fit.json" if path.is_dir() else path).to_dict()
+
+
+# stage name -> (what the option names, loader of the stage result from a folder)
+LOADERS: dict[str, tuple[str, Callable[[Path], dict[str, Any]]]] = {
+    "train": ("model directory (etdeploy train)", _model_summary),
+    "rank": ("ranking directory (etdeploy rank)", _rank_summary),
+    "sweep": ("sweep directory (etdeploy sweep)", _sweep_summary),
+    "prune": ("prune directory (etdeploy prune)", _prune_summary),
+    "export": ("export directory (etdeploy export)", _export_summary),
+    "parity": ("parity report (etdeploy parity --out)", _parity_summary),
+    "explain": ("maps directory (etdeploy explain)", _explain_summary),
+    "fit": ("fit report (etdeploy fit --out)", _fit_summary),
+}
+
+
+def _assets(stage: str, root: Path) -> dict[str, bytes]:
+    if root.is_file():
+        return {}
+    return {f"{stage}/{p.relative_to(root).as_posix()}": p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.suffix in ASSET_SUFFIXES}
+
+
+def record_from_artefacts(name: str, folders: dict[str, str | Path], *, dataset=None, data_source: str = "",
+                          command: tuple[str, ...] = (), progress: bool = True) -> RunRecord:
+    """A run record from ``{stage: folder}`` (stages of :data:`LOADERS`) and an optional data set."""
+    stages: dict[str, dict[str, Any]] = {}
+    assets: dict[str, bytes] = {}
+    artefacts: dict[str, str] = {}
+    if dataset is not None:
+        from etdeploy.data.manifest import data_summary, manifest_csv
+
+        manifest = manifest_csv(dataset, progress=progress)
+        stages["data"] = data_summary(dataset, data_source, manifest)
+        assets["data/manifest.csv"] = manifest.encode("utf-8")
+    for stage, folder in folders.items():
+        if stage not in LOADERS:
+            raise ReportError(f"no artefact loader for stage {stage!r}; known: {', '.join(LOADERS)}")
+        path = Path(folder)
+        if not path.exists():
+            raise ReportError(f"{LOADERS[stage][0]} does not exist", path)
+        stages[stage] = LOADERS[stage][1](path)
+        assets.update(_assets(stage, path))
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for p in files:
+            rel = p.name if path.is_file() else p.relative_to(path).as_posix()
+            artefacts[f"{stage}/{rel}"] = sha256_file(p)
+    order = ["data", "train", "rank", "sweep", "prune", "export", "parity", "explain", "fit"]
+    stages = {k: stages[k] for k in sorted(stages, key=lambda s: order.index(s) if s in order else len(order))}
+    provenance = Provenance(versions=package_versions(), platform=platform_info(), command=tuple(command),
+                            artefacts=artefacts)
+    return RunRecord(name=name, stages=stages, provenance=provenance, assets=assets)
