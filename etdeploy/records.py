@@ -19,6 +19,7 @@ import keyword
 import math
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 from etdeploy.errors import EtdeployError
@@ -129,3 +130,16 @@ class Record:
                 raise RecordError(f"{where} lacks the field {key!r}")
             kwargs[f.name] = _build(hints[f.name], data[key], f"{where}.{key}")
         return cls(**kwargs)
+
+
+def read_record(path: Any, record_type: type[R], *, what: str, format: str | None = None,
+                versions: tuple[int, ...] = (1,), error: type[EtdeployError] = RecordError) -> R:
+    """A JSON artefact read as a typed record: :func:`etdeploy.fileio.read_json_artefact` (exists, parses,
+    format/version), then ``record_type.from_dict``; every failure is ``error`` naming the file."""
+    from etdeploy.fileio import read_json_artefact
+
+    doc = read_json_artefact(path, what=what, format=format, versions=versions, error=error)
+    try:
+        return record_type.from_dict(doc, where=Path(path).name)
+    except RecordError as exc:
+        raise error(f"not a {what}: {exc.message}", path) from exc

@@ -133,7 +133,7 @@ def _hand_made_run() -> ExplainRun:
                            modelled_speedup=4.0, maps=maps)
     tuning = Tuning(tau=0.8, r_drill=0.25, stage1_stride=8, target_ssim=0.9, margin=0.05, map_kind="logit",
                     min_ssim=0.96, mean_ssim=0.98, modelled_speedup=4.0, used_images=(0,), flat_images=((1, 0.01),),
-                    images=("a<b>.png",), candidates=(TuningCandidate(0.8, 0.25, 8, 100, 4.0, (0.96,), 0.96),))
+                    images=("a<b>.png",), candidates=(TuningCandidate(0.8, 0.25, 8, 100, 4.0, (0.96,)),))
     return ExplainRun(onnx=OnnxFile("model.sim.onnx", "1" * 64), mode="approx", patch=16, stride=8, map_kind="logit",
                       patch_value=0.0, input_size=(64, 64), mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2),
                       classes=(HOSTILE, "rock & soil"), redundancy_ratio=3.0, check_ssim=True,

@@ -243,18 +243,13 @@ def read_rank_run(folder: str | os.PathLike) -> RankRun:
     one (by :func:`~etdeploy.attribution.result.save_ranking` alone), computed from the ranking."""
     from etdeploy.attribution.result import load_ranking
     from etdeploy.errors import AttributionError
-    from etdeploy.fileio import read_json_artefact
-    from etdeploy.records import RecordError
+    from etdeploy.records import read_record
 
     folder = Path(folder)
     path = folder / RUN_FILE
     if not path.is_file():
         return rank_run(load_ranking(folder))
-    doc = read_json_artefact(path, what="ranking result", error=AttributionError)
-    try:
-        return RankRun.from_dict(doc, where=RUN_FILE)
-    except RecordError as exc:
-        raise AttributionError(f"not a ranking result: {exc}", path) from exc
+    return read_record(path, RankRun, what="ranking result", error=AttributionError)
 
 
 __all__ = ["ConditionalEA", "NeuronSummary", "RankHistogram", "RankRun", "RankedLayer", "rank_dirs", "rank_run",

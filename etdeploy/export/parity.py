@@ -279,14 +279,9 @@ class ParityRun(ParityReport):
 def read_parity(path: str | os.PathLike) -> ParityRun:
     """``parity.json`` (written by ``etdeploy parity --out`` or the parity stage) as a :class:`ParityRun`."""
     from etdeploy.errors import ReportError
-    from etdeploy.fileio import read_json_artefact
-    from etdeploy.records import RecordError
+    from etdeploy.records import read_record
 
-    doc = read_json_artefact(path, what="parity report", format=PARITY_FORMAT, error=ReportError)
-    try:
-        return ParityRun.from_dict(doc, where="parity report")
-    except RecordError as exc:
-        raise ReportError(str(exc), path) from exc
+    return read_record(path, ParityRun, what="parity report", format=PARITY_FORMAT, error=ReportError)
 
 
 def parity_from_dirs(model_dir: str | os.PathLike, export_dir: str | os.PathLike, *, dataset: Any,

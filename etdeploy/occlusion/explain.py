@@ -14,6 +14,7 @@ byte-reproducible); a pipeline stage asks for none.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from etdeploy.errors import ImageError, OcclusionError
+from etdeploy.occlusion.tuner import TuneCandidate, TuneResult
 from etdeploy.records import Record
 from etdeploy.vocab import FLAT_MAP_RANGE, MAP_KINDS, OCCLUSION_MODES, choices_text
 
@@ -104,43 +106,9 @@ class ApproxSettings(Record):
     map_kind: str
 
 
-@dataclass(frozen=True)
-class TuningCandidate(Record):
-    tau: float
-    r_drill: float
-    stage1_stride: int | None
-    macs: int
-    modelled_speedup: float
-    ssim: tuple[float, ...]
-    min_ssim: float
-
-
-@dataclass(frozen=True)
-class Tuning(Record):
-    """:class:`~etdeploy.occlusion.tuner.TuneResult` as a record, plus the names of the tuning images.
-
-    ``used_images`` and ``flat_images`` (``[index, map range]``) index ``images``.
-    """
-
-    tau: float
-    r_drill: float
-    stage1_stride: int | None
-    target_ssim: float
-    margin: float
-    map_kind: str
-    min_ssim: float
-    mean_ssim: float
-    modelled_speedup: float
-    used_images: tuple[int, ...]
-    flat_images: tuple[tuple[int, float], ...]
-    images: tuple[str, ...]
-    candidates: tuple[TuningCandidate, ...] = ()
-
-    @property
-    def required_ssim(self) -> float:
-        from etdeploy.occlusion.tuner import required_ssim
-
-        return required_ssim(self.target_ssim, self.margin)
+# the tuning an explanation ran with: the tuner's own record (with the tuning images' names)
+Tuning = TuneResult
+TuningCandidate = TuneCandidate
 
 
 @dataclass(frozen=True)
@@ -230,17 +198,12 @@ def read_explain(path: str | os.PathLike) -> ExplainRun:
     """``summary.json`` of an ``etdeploy explain`` folder or an explain stage folder (give either the folder or
     the file) as an :class:`ExplainRun`; a damaged or foreign file raises :class:`ReportError` naming it."""
     from etdeploy.errors import ReportError
-    from etdeploy.fileio import read_json_artefact
-    from etdeploy.records import RecordError
+    from etdeploy.records import read_record
 
     path = Path(path)
     if path.is_dir():
         path = path / "summary.json"
-    doc = read_json_artefact(path, what="explanation summary", format=EXPLAIN_FORMAT, error=ReportError)
-    try:
-        return ExplainRun.from_dict(doc, where="explanation summary")
-    except RecordError as exc:
-        raise ReportError(str(exc), path) from exc
+    return read_record(path, ExplainRun, what="explanation summary", format=EXPLAIN_FORMAT, error=ReportError)
 
 
 # ---------------------------------------------------------------------------------------------- use case
@@ -334,7 +297,7 @@ def explain_images(onnx_path: str | os.PathLike, images: Sequence[ExplainInput],
             tuned = tune_approx(executor, tune_floats, target_ssim=target_ssim, map_kind=map_kind, margin=ssim_margin,
                                 flat_threshold=FLAT_MAP_RANGE, progress=progress)
             seconds["tuning_seconds"] = time.perf_counter() - t0
-            tuning = Tuning.from_dict(tuned.as_dict() | {"images": [item.name for item in tune_items]})
+            tuning = dataclasses.replace(tuned, images=tuple(item.name for item in tune_items))
             settings = ApproxSettings(tau=tuned.tau, r_drill=tuned.r_drill, stage1_stride=tuned.stage1_stride,
                                       map_kind=map_kind)
     run_kwargs: dict[str, Any] = {"mode": mode}

@@ -22,6 +22,7 @@ import numpy as np
 from etdeploy.errors import OcclusionError
 from etdeploy.occlusion.drilldown import coarse_stage, drill_macs, drill_selection, merge_drilled
 from etdeploy.occlusion.result import map_values
+from etdeploy.records import Record
 
 __all__ = ["DEFAULT_R_DRILLS", "DEFAULT_SSIM_MARGIN", "DEFAULT_STAGE1_FACTORS", "DEFAULT_TAUS", "TuneCandidate",
            "TuneResult", "map_ssim", "required_ssim", "tune_approx"]
@@ -54,7 +55,9 @@ def map_ssim(reference: np.ndarray, approx: np.ndarray) -> float:
 
 
 @dataclass(frozen=True)
-class TuneCandidate:
+class TuneCandidate(Record):
+    """One ``(tau, r_drill, stage1_stride)`` tried: its modelled MACs and speedup, SSIM per tuning map."""
+
     tau: float
     r_drill: float
     stage1_stride: int | None
@@ -66,15 +69,16 @@ class TuneCandidate:
     def min_ssim(self) -> float:
         return min(self.ssim) if self.ssim else math.nan
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"tau": self.tau, "r_drill": self.r_drill, "stage1_stride": self.stage1_stride, "macs": self.macs,
-                "modelled_speedup": self.modelled_speedup, "ssim": list(self.ssim), "min_ssim": self.min_ssim}
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "min_ssim": self.min_ssim}
 
 
 @dataclass(frozen=True)
-class TuneResult:
+class TuneResult(Record):
     """Chosen ``(tau, r_drill, stage1_stride)``, its SSIM on the non-flat tuning maps and modelled speedup
-    (naive MACs / approximate MACs); ``flat`` lists ``(image index, map range)`` of excluded maps."""
+    (naive MACs / approximate MACs); ``flat_images`` lists ``(image index, map range)`` of excluded maps;
+    ``images``: names of the tuning images when the caller knows them (``used_images`` and ``flat_images``
+    index them). ``to_dict()`` is what explain summaries and the report record as the tuning."""
 
     tau: float
     r_drill: float
@@ -86,20 +90,20 @@ class TuneResult:
     mean_ssim: float
     modelled_speedup: float
     used_images: tuple[int, ...]
-    flat: tuple[tuple[int, float], ...]
+    flat_images: tuple[tuple[int, float], ...]
     candidates: tuple[TuneCandidate, ...] = field(repr=False, default=())
+    images: tuple[str, ...] = ()
+
+    @property
+    def flat(self) -> tuple[tuple[int, float], ...]:
+        return self.flat_images
 
     @property
     def required_ssim(self) -> float:
         return required_ssim(self.target_ssim, self.margin)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"tau": self.tau, "r_drill": self.r_drill, "stage1_stride": self.stage1_stride,
-                "target_ssim": self.target_ssim, "margin": self.margin, "map_kind": self.map_kind,
-                "min_ssim": self.min_ssim,
-                "mean_ssim": self.mean_ssim, "modelled_speedup": self.modelled_speedup,
-                "used_images": list(self.used_images), "flat_images": [list(f) for f in self.flat],
-                "candidates": [c.as_dict() for c in self.candidates]}
+        return self.to_dict()
 
     def run_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :meth:`IncrementalOcclusionExecutor.run` (``mode='approx'``)."""
@@ -190,4 +194,4 @@ def tune_approx(executor, images: Sequence[np.ndarray], *, target_ssim: float = 
     return TuneResult(tau=best.tau, r_drill=best.r_drill, stage1_stride=best.stage1_stride, target_ssim=target_ssim,
                       margin=float(margin), map_kind=map_kind, min_ssim=best.min_ssim,
                       mean_ssim=float(np.mean(best.ssim)), modelled_speedup=best.modelled_speedup,
-                      used_images=tuple(p[0] for p in prepared), flat=tuple(flat), candidates=tuple(candidates))
+                      used_images=tuple(p[0] for p in prepared), flat_images=tuple(flat), candidates=tuple(candidates))

@@ -259,15 +259,9 @@ def prune_dirs(model_dir: str | os.PathLike, ranking_dir: str | os.PathLike, *, 
 
 def read_prune_run(folder: str | os.PathLike) -> PruneRun:
     """The :class:`PruneRun` a :func:`prune_dirs` folder holds (its ``prune.json``)."""
-    from etdeploy.fileio import read_json_artefact
-    from etdeploy.records import RecordError
+    from etdeploy.records import read_record
 
-    path = Path(folder) / RUN_FILE
-    doc = read_json_artefact(path, what="pruning result", error=PruningError)
-    try:
-        return PruneRun.from_dict(doc, where=RUN_FILE)
-    except RecordError as exc:
-        raise PruningError(f"not a pruning result: {exc}", path) from exc
+    return read_record(Path(folder) / RUN_FILE, PruneRun, what="pruning result", error=PruningError)
 
 
 def read_prune_series(folder: str | os.PathLike, *, export_percent: float | None = None) -> PruneSeries:

@@ -126,15 +126,9 @@ def sweep_dirs(model_dir: str | os.PathLike, ranking_dir: str | os.PathLike, *, 
 def read_sweep_run(folder: str | os.PathLike) -> SweepRun:
     """The :class:`SweepRun` a :func:`sweep_dirs` folder holds (its ``sweep.json``)."""
     from etdeploy.errors import PruningError
-    from etdeploy.fileio import read_json_artefact
-    from etdeploy.records import RecordError
+    from etdeploy.records import read_record
 
-    path = Path(folder) / RUN_FILE
-    doc = read_json_artefact(path, what="sweep result", error=PruningError)
-    try:
-        return SweepRun.from_dict(doc, where=RUN_FILE)
-    except RecordError as exc:
-        raise PruningError(f"not a sweep result: {exc}", path) from exc
+    return read_record(Path(folder) / RUN_FILE, SweepRun, what="sweep result", error=PruningError)
 
 
 __all__ = ["SweepCurveRun", "SweepRun", "read_sweep_run", "sweep_dirs", "sweep_run"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -10,6 +10,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from etdeploy.report.html import figure_png
+
+if TYPE_CHECKING:
+    from etdeploy.attribution.rank_dirs import ConditionalEA, RankedLayer
 
 
 def training_curve(history: list[dict[str, Any]], title: str = "training") -> bytes:
@@ -30,37 +33,35 @@ def training_curve(history: list[dict[str, Any]], title: str = "training") -> by
     return figure_png(fig)
 
 
-def rank_histogram(ranks_by_layer: dict[str, Any]) -> bytes:
-    """Histogram of neuron ranks per layer (live neurons only)."""
-    import numpy as np
-
-    fig, axes = plt.subplots(1, len(ranks_by_layer), figsize=(4 * len(ranks_by_layer), 2.8), squeeze=False)
-    for ax, (name, (rank, live)) in zip(axes[0], ranks_by_layer.items()):
-        values = np.asarray(rank)[np.asarray(live, dtype=bool)]
-        ax.hist(values, bins=40, color="tab:blue")
-        ax.set_title(f"{name}: {len(values)} live neurons")
+def rank_histograms(layers: tuple[RankedLayer, ...]) -> bytes:
+    """Histogram of the ranks of the live neurons of each layer (precomputed bins, log counts)."""
+    fig, axes = plt.subplots(1, len(layers), figsize=(4 * len(layers), 2.8), squeeze=False)
+    for ax, la in zip(axes[0], layers):
+        h = la.histogram
+        ax.hist(h.edges[:-1], bins=list(h.edges), weights=list(h.counts), color="tab:blue")
+        ax.set_title(f"{la.name}: {la.live} live neurons")
         ax.set_xlabel("rank = -E[attribution to loss]")
         ax.set_yscale("log")
     fig.tight_layout()
     return figure_png(fig)
 
 
-def ea_bars(ea_class: Any, classes: list[str], neuron: int, layer: str) -> bytes:
-    """Conditional expected attribution E^k_ij of one neuron: one group per true class k, bars per output j."""
+def conditional_ea_bars(c: ConditionalEA, classes: tuple[str, ...]) -> bytes:
+    """``E^k_ij`` of one neuron: one group per true class k, one bar per output j."""
     import numpy as np
 
-    ea = np.asarray(ea_class)[:, neuron, :]  # (K, n)
+    ea = np.asarray(c.ea_class, dtype=np.float64)  # (K, n)
     k = len(classes)
     fig, ax = plt.subplots(figsize=(6, 2.8))
     width = 0.8 / k
-    for j in range(k):
+    for j in range(ea.shape[1]):
         ax.bar(np.arange(k) + j * width, np.nan_to_num(ea[:, j]), width, label=classes[j])
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xticks(np.arange(k) + 0.4 - width / 2)
     ax.set_xticklabels(classes, fontsize=7, rotation=15)
     ax.set_xlabel("images of true class k")
     ax.set_ylabel("E^k attribution")
-    ax.set_title(f"{layer} neuron {neuron}")
+    ax.set_title(f"{c.layer} neuron {c.index} ({c.role} live neuron)")
     ax.legend(fontsize=6, ncol=3, title="to output j", title_fontsize=6)
     return figure_png(fig)
 

@@ -136,11 +136,6 @@ def fit_targets(onnx: str | os.PathLike | Mapping[str, str | os.PathLike], targe
 def read_fit(path: str | os.PathLike) -> FitRun:
     """``fit.json`` (written by ``etdeploy fit --out`` or the fit stage) as a :class:`FitRun`."""
     from etdeploy.errors import ReportError
-    from etdeploy.fileio import read_json_artefact
-    from etdeploy.records import RecordError
+    from etdeploy.records import read_record
 
-    doc = read_json_artefact(path, what="fit report", format=FIT_FORMAT, error=ReportError)
-    try:
-        return FitRun.from_dict(doc, where="fit report")
-    except RecordError as exc:
-        raise ReportError(str(exc), path) from exc
+    return read_record(path, FitRun, what="fit report", format=FIT_FORMAT, error=ReportError)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 from etdeploy.report import Provenance, RunRecord, render
 
@@ -28,9 +27,7 @@ def hostile_record() -> RunRecord:
 
 
 def test_report_renders_from_a_hand_written_record_quickly():
-    start = time.perf_counter()
-    files = render(hostile_record())
-    assert time.perf_counter() - start < 5  # generous: no pipeline, no plots here
+    files = render(hostile_record())  # no pipeline, no run folder: a record written by hand
     assert set(files) == {"report.html", "report.json", "tables/data__manifest.csv"}
     doc = json.loads(files["report.json"])
     assert doc["stages"]["train"]["accuracy"]["test"] == 0.75 and doc["provenance"]["torch_threads"] == 2
