@@ -46,7 +46,7 @@ def run(config_path: str, out: str, resume: bool, progress: bool) -> None:
               help="Run directory (default: a new folder reports/demo-<n>).")
 @progress_option
 def demo(out: str | None, progress: bool) -> None:
-    """The whole pipeline on the bundled MSL subset with alexnet-mini (about 3 minutes on 2 cores)."""
+    """The whole pipeline on the bundled MSL subset with alexnet-mini (about a minute on 2 free cores)."""
     from pathlib import Path
 
     from etdeploy.pipeline import demo_config, run_pipeline

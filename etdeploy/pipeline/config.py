@@ -275,7 +275,7 @@ def load_config(path: str | Path) -> RunConfig:
 
 
 def demo_config() -> RunConfig:
-    """The `etdeploy demo` settings: the whole pipeline on the bundled data in about 3 minutes."""
+    """The `etdeploy demo` settings: the whole pipeline on the bundled data in about a minute on 2 cores."""
     return RunConfig(
         name="demo",
         model=ModelConfig(arch="alexnet-mini", epochs=30),
