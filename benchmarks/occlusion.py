@@ -3,16 +3,19 @@
     .venv/bin/python benchmarks/occlusion.py [--quick | --full] [--threads 2] [--mini DIR]
 
 Models: AlexNet-227 and VGG16-224 with random weights (exact timing does not depend on the weights),
-and a trained alexnet-mini (64 px) for the approximate mode's SSIM on real maps. All ORT sessions and
+and a trained alexnet-mini (64 px) for the approximate mode's SSIM on real maps. ``--parts dag``: the
+branching CNNs of docs/method.md §6.1 with torchvision's layer geometry (``tests/dag_models.py``: ResNet-18,
+MobileNetV2, SqueezeNet 1.1 at 224 px, Inception-V3 at 299 px), random weights. All ORT sessions and
 PyTorch use the same thread count. Default patch 16, stride 4 (``--full``: also 8 and 32).
 
 Timing protocol (stated in the JSON): a full 53x53 map is ~2800 forwards, too slow for naive/Captum on
 2 shared cores, so naive ORT, incremental exact and Captum are timed on a seeded random subset of
 positions (Captum: on the grid with stride = patch, the coarsest Captum accepts) and scaled to the full
 grid. Per-position cost of the exact
-executor is uniform (every position uses the same window shapes), so scaling is faithful. The
-approximate mode is timed on full maps. Speedups are ratios within one run; R is KRYPTON's
-redundancy ratio (conv MACs, centred patch).
+executor is uniform (every position uses the same window shapes), so scaling is faithful. Naive and
+exact are timed on alternating chunks of one suffix batch (64 positions) each, after a one-batch warm-up
+of both, so both see the same load when other jobs share the cores. The approximate mode is timed on full maps. Speedups are
+ratios within one run; R is KRYPTON's redundancy ratio (conv MACs, centred patch).
 """
 
 from __future__ import annotations
@@ -57,6 +60,23 @@ def timed(fn, repeat: int = 1) -> tuple[float, object]:
     return best, out
 
 
+def interleaved_times(ex, base, image: np.ndarray, iy: np.ndarray, ix: np.ndarray, batch: int):
+    """Naive and exact timed on alternating chunks of ``batch`` positions (one run each; the executor's suffix
+    batch, so its wide suffix batching is kept), so that both see the same load on a shared machine:
+    ``(naive s, exact s, naive logits, exact logits)``."""
+    t_naive = t_exact = 0.0
+    ref, got = [], []
+    for start in range(0, len(iy), batch):
+        sl = slice(start, start + batch)
+        seconds, out = timed(lambda sl=sl: ex.naive_logits_at(image, iy[sl], ix[sl]))
+        t_naive += seconds
+        ref.append(out)
+        seconds, out = timed(lambda sl=sl: ex.logits_at(base, iy[sl], ix[sl]))
+        t_exact += seconds
+        got.append(out)
+    return t_naive, t_exact, np.concatenate(ref), np.concatenate(got)
+
+
 def captum_seconds_per_position(model, image: np.ndarray, patch: int, stride: int, batch: int) -> tuple[float, int]:
     import torch
     from captum.attr import Occlusion
@@ -71,12 +91,12 @@ def captum_seconds_per_position(model, image: np.ndarray, patch: int, stride: in
     return seconds / n, n
 
 
-def bench_exact(name: str, arch: str, size: int, patches, stride: int, args, workdir: Path) -> list[dict]:
-
+def bench_exact(name: str, arch, size: int, patches, stride: int, args, workdir: Path) -> list[dict]:
+    """``arch``: an etdeploy architecture name, or a callable returning a torch module."""
     from etdeploy.models import build_model
     from etdeploy.occlusion import IncrementalOcclusionExecutor
 
-    model = build_model(arch, 5, seed=0).eval()
+    model = (arch() if callable(arch) else build_model(arch, 5, seed=0)).eval()
     path = export_onnx(model, workdir / f"{name}.onnx", size)
     image = np.random.default_rng(0).standard_normal((3, size, size)).astype(np.float32)
     rows = []
@@ -86,17 +106,17 @@ def bench_exact(name: str, arch: str, size: int, patches, stride: int, args, wor
         plan = ex.plan()
         ny, nx = plan.grid_shape
         n_full = ny * nx
-        n = min(n_full, args.positions_small if size <= 64 else (args.positions_vgg if "vgg" in arch
+        n = min(n_full, args.positions_small if size <= 64 else (args.positions_vgg if "vgg" in name
                                                                    else args.positions))
         rng = np.random.default_rng(1)
         pick = rng.choice(n_full, size=n, replace=False)
         iy, ix = np.divmod(pick, nx)
         base = ex.base(image)
-        ex.logits_at(base, iy[:2], ix[:2])  # warm-up (session planning)
-        ex.naive_logits_at(image, iy[:2], ix[:2])
-        t_naive, ref = timed(lambda ex=ex, iy=iy, ix=ix: ex.naive_logits_at(image, iy, ix))
-        t_exact, got = timed(lambda ex=ex, base=base, iy=iy, ix=ix: ex.logits_at(base, iy, ix))
-        max_diff = float(np.abs(np.asarray(ref) - np.asarray(got)).max())
+        warm = slice(0, args.batch_size)  # warm-up: every session plans its batch shape once
+        ex.logits_at(base, iy[warm], ix[warm])
+        ex.naive_logits_at(image, iy[warm], ix[warm])
+        t_naive, t_exact, ref, got = interleaved_times(ex, base, image, iy, ix, ex.suffix_batch_size)
+        max_diff = float(np.abs(ref - got).max())
         captum_stride = patch  # Captum refuses strides larger than the window; this is its coarsest grid
         t_captum_pp, n_captum = captum_seconds_per_position(model, image, patch, captum_stride, args.batch_size)
         r = ex.redundancy_ratio()["R"]
@@ -106,6 +126,7 @@ def bench_exact(name: str, arch: str, size: int, patches, stride: int, args, wor
             "captum_positions_timed": n_captum, "captum_stride_timed": captum_stride,
             "naive_s": t_naive * scale, "exact_s": t_exact * scale, "captum_s": t_captum_pp * n_full,
             "R": r, "mac_ratio": ex.naive_macs_per_position / plan.macs_per_position,
+            "sessions": len(ex.graph.groups) + 1,
             "exact_speedup": t_naive / t_exact, "exact_vs_captum": (t_captum_pp * n_full) / (t_exact * scale),
             "max_abs_logit_diff": max_diff,
         }
@@ -171,7 +192,7 @@ def main(argv=None) -> int:
                         help="A second, stricter tuning target for alexnet-mini (held-out SSIM check).")
     parser.add_argument("--mini", default=None, help="Trained alexnet-mini directory (default: train one, 20 epochs).")
     parser.add_argument("--parts", default="exact,approx-mini,approx-alexnet",
-                        help="Comma-separated subset of: exact, approx-mini, approx-alexnet.")
+                        help="Comma-separated subset of: exact, dag, approx-mini, approx-alexnet.")
     parser.add_argument("--out", default=str(ROOT / "reports" / "benchmarks" / "occlusion.json"))
     args = parser.parse_args(argv)
     args.positions = 32 if args.quick else (256 if args.full else 96)
@@ -197,6 +218,17 @@ def main(argv=None) -> int:
             report["exact"] += bench_exact("alexnet-227", "alexnet", 227, patches, 4, args, workdir)
             if not args.quick:
                 report["exact"] += bench_exact("vgg16-224", "vgg16", 224, patches, 4, args, workdir)
+        if "dag" in parts:
+            from tests.dag_models import InceptionV3, MobileNetV2, ResNet18, SqueezeNet11, randomise_bn
+
+            print("exact vs naive vs captum, branching CNNs (torchvision geometry, random weights):", flush=True)
+            for name, factory, size in (("resnet18-224", ResNet18, 224), ("mobilenet_v2-224", MobileNetV2, 224),
+                                        ("squeezenet1_1-224", SqueezeNet11, 224), ("inception_v3-299", InceptionV3, 299)):
+                def build(factory=factory):
+                    torch.manual_seed(0)
+                    return randomise_bn(factory(5))
+
+                report["exact"] += bench_exact(name, build, size, patches, 4, args, workdir)
 
         if "approx-mini" in parts:
             print("approximate, trained alexnet-mini (64 px, patch 8, stride 2; tuned on val, evaluated on test):",
@@ -231,10 +263,10 @@ def main(argv=None) -> int:
                  "flat_threshold": 1e-4},
                 naive_subset=args.positions))
     print()
-    print(f"{'model':<14}{'P':>4}{'naive s':>10}{'exact s':>10}{'captum s':>10}{'speedup':>9}{'R':>7}{'sp/R':>7}"
+    print(f"{'model':<18}{'P':>4}{'naive s':>10}{'exact s':>10}{'captum s':>10}{'speedup':>9}{'R':>7}{'sp/R':>7}"
           f"{'vs captum':>11}")
     for row in report["exact"]:
-        print(f"{row['model']:<14}{row['patch']:>4}{row['naive_s']:>10.1f}{row['exact_s']:>10.1f}"
+        print(f"{row['model']:<18}{row['patch']:>4}{row['naive_s']:>10.1f}{row['exact_s']:>10.1f}"
               f"{row['captum_s']:>10.1f}{row['exact_speedup']:>9.2f}{row['R']:>7.2f}{row['speedup_over_R']:>7.2f}"
               f"{row['exact_vs_captum']:>11.2f}")
     for row in report["approx"]:

@@ -20,11 +20,13 @@ _EXPORTS: dict[str, str] = {
     # data
     "load_dataset": "etdeploy.data:load_dataset",                        # data info
     "check_compatible": "etdeploy.data:check_compatible",
+    "open_model_data": "etdeploy.data.compat:open_model_data",           # the data a model was trained on
     "load_split_images": "etdeploy.data.images:load_split_images",
     # models and training
     "build_model": "etdeploy.models:build_model",
     "load_model": "etdeploy.models:load_model",
     "save_model": "etdeploy.models:save_model",
+    "import_torch_model": "etdeploy.importing:import_torch_model",        # import
     "train_model": "etdeploy.training:train_model",                      # train
     "evaluate_model": "etdeploy.training:evaluate_model",                # evaluate
     # ranking and pruning
@@ -43,6 +45,8 @@ _EXPORTS: dict[str, str] = {
     "load_profiles": "etdeploy.targets:load_profiles",                    # targets list
     # explanations
     "explain_images": "etdeploy.occlusion:explain_images",                # explain
+    "NaiveOcclusionExecutor": "etdeploy.occlusion:NaiveOcclusionExecutor",
+    "IncrementalOcclusionExecutor": "etdeploy.occlusion:IncrementalOcclusionExecutor",
     "ExplainInput": "etdeploy.occlusion:ExplainInput",
     "read_explain": "etdeploy.occlusion:read_explain",
     # pipeline and report

@@ -200,11 +200,12 @@ def train_model(arch: str, dataset, *, epochs: int = 10, seed: int = 0, lr: floa
     mean, std = channel_mean_std(splits["train"].images)
     result = train(model, splits["train"], splits["val"], config, mean=mean, std=std, progress=progress)
     evals = {s: evaluate(model, splits[s], mean, std).to_dict() for s in splits}
-    metrics = {"arch": arch, "parameters": count_parameters(model), "classes": list(dataset.classes),
-               "data": dataset.provenance(), "training": result.to_dict(), "evaluation": evals,
+    trained_on = dataset.training_record()  # what later commands default to and check against
+    metrics = {"arch": model.spec.arch, "parameters": count_parameters(model), "classes": list(dataset.classes),
+               "data": trained_on, "training": result.to_dict(), "evaluation": evals,
                "torch_threads": torch.get_num_threads()}
     model.spec = model.spec.replace(mean=mean, std=std, meta={
-        "trained_on": dataset.provenance(), "training": {**result.to_dict(), "history": result.history},
+        **model.spec.meta, "trained_on": trained_on, "training": {**result.to_dict(), "history": result.history},
         "test_accuracy": evals["test"]["accuracy"]})
     if out is not None:
         save_model(model, out, force=force)
@@ -213,17 +214,19 @@ def train_model(arch: str, dataset, *, epochs: int = 10, seed: int = 0, lr: floa
 
 
 def evaluate_model(model, dataset, split: str = "test", *, progress: bool = True, images: ImageSplit | None = None,
-                   where=None):
+                   where=None, allow_other_data: bool = False):
     """Accuracy, per-class accuracy, confusion matrix and loss of ``model`` on one split of ``dataset``.
 
-    Refuses a data set whose classes are not the model's (:func:`etdeploy.data.check_compatible`).
+    Refuses a data set whose classes are not the model's, and one whose splits are not those the
+    model was trained on unless ``allow_other_data`` (then it warns): a "test" split of other
+    splits can hold training images (:func:`etdeploy.data.check_compatible`).
     ``images``: the split already decoded at the model's input size (skips decoding); ``where``: the
     path an incompatibility error names (the model directory).
     """
     from etdeploy.data.compat import check_compatible
     from etdeploy.data.images import load_split_images
 
-    check_compatible(model, dataset, where)
+    check_compatible(model, dataset, where, split=split, allow_other_data=allow_other_data)
     if images is None:
         images = load_split_images(dataset, split, model.spec.input_size, progress=progress)
     result = evaluate(model, images, model.spec.mean, model.spec.std).to_dict()

@@ -15,8 +15,9 @@ from etdeploy.attribution.result import layer_csv_columns
 from etdeploy.cli.main import cli, main
 from etdeploy.errors import OutputExistsError
 
-# --cap 8: 8 images per class in the paper recipe -> 6-7 training images per class (fast)
-QUICK = ["--cap", "8", "--split", "train", "--steps", "4", "--batch-size", "8", "--no-progress"]
+# --cap 8: 8 images per class in the paper recipe -> 6-7 training images per class (fast); not the model's
+# own split (it was trained without a cap), hence --allow-other-data
+QUICK = ["--cap", "8", "--allow-other-data", "--split", "train", "--steps", "4", "--batch-size", "8", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +119,7 @@ def test_missing_class_is_written_as_empty_cells(tmp_path, ranked):
     (["--method", "riemann_trapezoid", "--steps", "1"], "steps must be >= 2"),
 ])
 def test_rank_cli_bad_input(trained_mini_dir, tmp_path, capsys, args, message):
-    code = main(["rank", "--model", str(trained_mini_dir), "--cap", "2", "--no-progress", *args,
+    code = main(["rank", "--model", str(trained_mini_dir), "--cap", "2", "--allow-other-data", "--no-progress", *args,
                  "--out", str(tmp_path / "o")])
     assert code == 2
     assert message in capsys.readouterr().err

@@ -143,7 +143,8 @@ def test_prune_cli_end_to_end_and_record_replay(trained_mini_dir, mini_ranking_d
     out = tmp_path / "p95"
     res = CliRunner().invoke(cli, ["prune", "--model", str(trained_mini_dir), "--ranking", str(mini_ranking_dir),
                                    "--schedule", "bottom-first", "--percent", "95", "--layers", "dense1,dense2",
-                                   "--finetune-epochs", "1", "--cap", "30", "--out", str(out), "--no-progress"])
+                                   "--finetune-epochs", "1", "--cap", "30", "--allow-other-data", "--out", str(out),
+                                   "--no-progress"])
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in out.iterdir()) == ["masked", "params.json", "prune.json", "record.json", "sliced"]
     summary = json.loads((out / "prune.json").read_text())

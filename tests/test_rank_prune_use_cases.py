@@ -29,14 +29,14 @@ def _json_text(record) -> str:
 def small_data():
     from etdeploy.data import load_dataset
 
-    return load_dataset("bundled", cap=8)  # 30 train, 5 val, 5 test images
+    return load_dataset("bundled", cap=8)  # 30 train, 5 val, 5 test images (not the model's split: allow_other_data)
 
 
 @pytest.fixture(scope="module")
 def ranked(trained_mini_dir, small_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("rank-uc") / "ranking"
     run = rank_dirs(trained_mini_dir, small_data, split="train", steps=4, batch_size=8, max_images=20, seed=3,
-                    out=out, progress=False)
+                    out=out, progress=False, allow_other_data=True)
     return run, out
 
 
@@ -54,7 +54,7 @@ def pruned(trained_mini_dir, ranked, small_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("prune-uc") / "p90"
     run = prune_dirs(trained_mini_dir, ranking_dir, dataset=small_data, schedule="bottom-first", percent=90,
                      layers=["dense1", "dense2"], finetune_epochs=1, out=out, progress=False,
-                     split_images=split_images)
+                     split_images=split_images, allow_other_data=True)
     return run, out, calls
 
 
@@ -213,7 +213,7 @@ def test_sweep_dirs_returns_what_sweep_json_holds(trained_mini_dir, ranked, smal
     _, ranking_dir = ranked
     schedules = ["top-first", "bottom-first", "class-ea:1"]
     run = sweep_dirs(trained_mini_dir, ranking_dir, dataset=small_data, schedules=schedules, layer="dense2",
-                     split="val", percents=[0, 50, 90], out=tmp_path / "s", progress=False)
+                     split="val", percents=[0, 50, 90], out=tmp_path / "s", progress=False, allow_other_data=True)
     assert isinstance(run, SweepRun)
     assert (tmp_path / "s" / "sweep.json").read_text() == _json_text(run)
     doc = json.loads((tmp_path / "s" / "sweep.json").read_text())

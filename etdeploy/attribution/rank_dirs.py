@@ -195,7 +195,8 @@ def stratified_subset(labels: np.ndarray, limit: int | None) -> np.ndarray:
 def rank_dirs(model_dir: str | os.PathLike, dataset, *, split: str = "train", layers: Sequence[str] | None = None,
               steps: int = 32, method: str = "gausslegendre", batch_size: int = 16, dtype: str = "float32",
               max_images: int | None = None, seed: int | None = 0, out: str | os.PathLike, force: bool = False,
-              progress: bool = True, split_images: Callable[[str, int], Any] | None = None) -> RankRun:
+              progress: bool = True, split_images: Callable[[str, int], Any] | None = None,
+              allow_other_data: bool = False) -> RankRun:
     """Rank the neurons of ``layers`` (default: every dense layer) of a saved model on one split.
 
     ``dataset``: a :class:`~etdeploy.data.sources.DataSet` with the model's classes;
@@ -204,8 +205,10 @@ def rank_dirs(model_dir: str | os.PathLike, dataset, *, split: str = "train", la
     class-stratified prefix of at most about this many images (:func:`stratified_subset`);
     ``seed``: recorded in the ranking's settings. ``split_images(split, size) -> ImageSplit``: where
     decoded images come from (default: decode ``split`` of ``dataset``; the pipeline passes its
-    cache). Writes the ranking folder plus ``rank.json`` into the new folder ``out`` (atomically;
-    an existing non-empty one is refused unless ``force``) and returns the :class:`RankRun`.
+    cache). ``allow_other_data``: use splits other than the model's training data's (warns instead of
+    refusing; :func:`~etdeploy.data.check_compatible`). Writes the ranking folder plus ``rank.json``
+    into the new folder ``out`` (atomically; an existing non-empty one is refused unless ``force``)
+    and returns the :class:`RankRun`.
     """
     from etdeploy.attribution.ranking import rank_model
     from etdeploy.attribution.result import save_ranking
@@ -221,7 +224,7 @@ def rank_dirs(model_dir: str | os.PathLike, dataset, *, split: str = "train", la
                                    or max_images < 1):
         raise AttributionError(f"the image limit of the ranking must be a positive integer, got {max_images!r}")
     model = load_model(model_dir)
-    check_compatible(model, dataset, model_dir)
+    check_compatible(model, dataset, model_dir, split=split, allow_other_data=allow_other_data)
     size = model.spec.input_size
     images = (split_images or (lambda s, px: load_split_images(dataset, s, px, progress=progress)))(split, size)
     keep = stratified_subset(images.labels, max_images)

@@ -17,6 +17,7 @@ import click
 # command name -> "module:attribute"; one line per command (keep sorted by pipeline order).
 COMMANDS: dict[str, str] = {
     "data": "etdeploy.cli.data_cmd:data",
+    "import": "etdeploy.cli.import_cmd:import_model",
     "train": "etdeploy.cli.train_cmd:train",
     "evaluate": "etdeploy.cli.train_cmd:evaluate",
     "rank": "etdeploy.cli.rank_cmd:rank",

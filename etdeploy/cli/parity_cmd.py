@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from etdeploy.cli.options import data_options, open_data_from_options, progress_option
+from etdeploy.cli.options import model_data_options, open_data_from_options, progress_option
 from etdeploy.vocab import SPLITS
 
 
@@ -13,7 +13,7 @@ from etdeploy.vocab import SPLITS
 @click.option("--export", "export_dir", required=True, type=click.Path(), help="Directory written by `etdeploy export`.")
 @click.option("--masked", "masked_dir", default=None, type=click.Path(),
               help="Masked model directory (before slicing); adds the masked torch model to the comparison.")
-@data_options
+@model_data_options
 @click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True)
 @click.option("--tol", type=click.FloatRange(min=0, min_open=True), default=1e-5, show_default=True,
               help="Absolute tolerance on logits.")
@@ -26,8 +26,8 @@ from etdeploy.vocab import SPLITS
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @progress_option
-def parity(model_dir, export_dir, masked_dir, data, grouping, recipe, cap, data_seed, split, tol, reference_images,
-           reference_tol, out_file, force, as_json, progress) -> None:
+def parity(model_dir, export_dir, masked_dir, data, grouping, recipe, cap, data_seed, allow_other_data, split, tol,
+           reference_images, reference_tol, out_file, force, as_json, progress) -> None:
     """Compare masked torch, sliced torch, model.onnx and model.sim.onnx on one split.
 
     Exits 2 with every mismatch listed when any two disagree on a top-1 label or by more than TOL.
@@ -40,10 +40,10 @@ def parity(model_dir, export_dir, masked_dir, data, grouping, recipe, cap, data_
 
     if out_file is not None and Path(out_file).exists() and not force:
         raise OutputExistsError("refusing to overwrite an existing file; pass --force", out_file)
-    dataset = open_data_from_options(data, grouping, recipe, cap, data_seed)
+    dataset = open_data_from_options(data, grouping, recipe, cap, data_seed, model_dir=model_dir)
     run = parity_from_dirs(model_dir, export_dir, masked_dir=masked_dir, dataset=dataset, split=split, tol=tol,
                            reference_images=reference_images, reference_tol=reference_tol, progress=progress,
-                           raise_on_mismatch=False)
+                           raise_on_mismatch=False, allow_other_data=allow_other_data)
     if out_file is not None:
         atomic_write_json(out_file, run.to_dict(), overwrite=force)
     if as_json:

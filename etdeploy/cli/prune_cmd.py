@@ -6,7 +6,7 @@ import json
 
 import click
 
-from etdeploy.cli.options import data_options, open_data_from_options, progress_option
+from etdeploy.cli.options import model_data_options, open_data_from_options, progress_option
 from etdeploy.cli.params import NUMBERS, STRINGS, schedule_help
 
 
@@ -23,12 +23,12 @@ from etdeploy.cli.params import NUMBERS, STRINGS, schedule_help
               help="Adam learning rate for fine-tuning (the training default, as docs/method.md §3 asks).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of 'random' and of fine-tuning.")
-@data_options
+@model_data_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="New output directory.")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @progress_option
 def prune(model_dir, ranking_dir, schedule, percent, layers, finetune_epochs, lr, batch_size, seed, data, grouping,
-          recipe, cap, data_seed, out, force, progress) -> None:
+          recipe, cap, data_seed, allow_other_data, out, force, progress) -> None:
     """Mask, optionally fine-tune, slice and save a pruned model.
 
     Writes OUT/sliced (smaller model), OUT/masked (masked checkpoint), OUT/record.json (replayable),
@@ -36,10 +36,10 @@ def prune(model_dir, ranking_dir, schedule, percent, layers, finetune_epochs, lr
     """
     from etdeploy.pruning import prune_dirs
 
-    ds = open_data_from_options(data, grouping, recipe, cap, data_seed)
+    ds = open_data_from_options(data, grouping, recipe, cap, data_seed, model_dir=model_dir)
     run = prune_dirs(model_dir, ranking_dir, dataset=ds, schedule=schedule, percent=percent, out=out, layers=layers,
                      finetune_epochs=finetune_epochs, lr=lr, batch_size=batch_size, seed=seed, force=force,
-                     progress=progress)
+                     progress=progress, allow_other_data=allow_other_data)
     acc = run.test_accuracy
     click.echo(f"{schedule} {percent:g} %: kept {run.kept_text()}")
     line = f"test accuracy: original {acc.original.accuracy:.4f}, masked {acc.masked.accuracy:.4f}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from etdeploy.cli.options import data_options, open_data_from_options
+from etdeploy.cli.options import model_data_options, open_data_from_options
 from etdeploy.vocab import SPLITS
 
 
@@ -13,7 +13,7 @@ from etdeploy.vocab import SPLITS
               help="fp32 ONNX model (e.g. an export's model.sim.onnx).")
 @click.option("--model", "model_dir", required=True, type=click.Path(),
               help="Model directory of that ONNX model: input size, mean/std, class names.")
-@data_options
+@model_data_options
 @click.option("--calibration-images", type=click.IntRange(min=1), default=128, show_default=True,
               help="N training images, evenly spaced over the split, used for MinMax calibration.")
 @click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True,
@@ -21,8 +21,8 @@ from etdeploy.vocab import SPLITS
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="New int8 ONNX file.")
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
-def quantize(onnx_path, model_dir, data, grouping, recipe, cap, data_seed, calibration_images, split, out_file,
-             force, as_json) -> None:
+def quantize(onnx_path, model_dir, data, grouping, recipe, cap, data_seed, allow_other_data, calibration_images,
+             split, out_file, force, as_json) -> None:
     """Static int8 (QDQ) copy of an ONNX model, and how it compares with fp32 on one split.
 
     Per-channel symmetric int8 weights, uint8 activations, MinMax calibration on training images
@@ -33,9 +33,9 @@ def quantize(onnx_path, model_dir, data, grouping, recipe, cap, data_seed, calib
 
     from etdeploy.export import quantize_model
 
-    dataset = open_data_from_options(data, grouping, recipe, cap, data_seed)
+    dataset = open_data_from_options(data, grouping, recipe, cap, data_seed, model_dir=model_dir)
     run = quantize_model(onnx_path, model_dir, dataset=dataset, out=out_file, calibration_images=calibration_images,
-                         split=split, force=force)
+                         split=split, force=force, allow_other_data=allow_other_data)
     if as_json:
         click.echo(json.dumps(run.to_dict(), indent=2, sort_keys=True))
         return

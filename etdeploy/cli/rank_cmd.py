@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from etdeploy.cli.options import data_options, open_data_from_options, progress_option, split_option
+from etdeploy.cli.options import model_data_options, open_data_from_options, progress_option, split_option
 from etdeploy.cli.params import parse_layers
 from etdeploy.vocab import ATTRIBUTION_DTYPES, QUADRATURE_METHODS
 
 
 @click.command()
 @click.option("--model", "model_dir", required=True, type=click.Path(), help="Model directory.")
-@data_options
+@model_data_options
 @split_option("train", "Split whose images rank the neurons.")
 @click.option("--layers", default="all", show_default=True, callback=parse_layers,
               help="Comma-separated dense layers (flatten,dense1,dense2,...) or 'all'.")
@@ -28,7 +28,7 @@ from etdeploy.vocab import ATTRIBUTION_DTYPES, QUADRATURE_METHODS
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="New output directory.")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @progress_option
-def rank(model_dir, data, grouping, recipe, cap, data_seed, split, layers, steps, method, batch_size, dtype,
+def rank(model_dir, data, grouping, recipe, cap, data_seed, allow_other_data, split, layers, steps, method, batch_size, dtype,
          max_images, out, force, progress) -> None:
     """Rank the neurons of dense layers by integrated gradients (expected loss attribution).
 
@@ -39,9 +39,10 @@ def rank(model_dir, data, grouping, recipe, cap, data_seed, split, layers, steps
     """
     from etdeploy.attribution import rank_dirs
 
-    ds = open_data_from_options(data, grouping, recipe, cap, data_seed)
+    ds = open_data_from_options(data, grouping, recipe, cap, data_seed, model_dir=model_dir)
     run = rank_dirs(model_dir, ds, split=split, layers=layers, steps=steps, method=method, batch_size=batch_size,
-                    dtype=dtype, max_images=max_images, seed=data_seed, out=out, force=force, progress=progress)
+                    dtype=dtype, max_images=max_images, seed=ds.seed, out=out, force=force, progress=progress,
+                    allow_other_data=allow_other_data)
     click.echo(f"ranked {run.n_images} {split} images, {steps} steps ({method}), model {run.model_fingerprint[:12]}")
     if run.missing_classes:
         click.echo(f"warning: no {split} images of class(es) {', '.join(run.missing_classes)}: their per-class "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from etdeploy.cli.options import data_options, open_data_from_options, progress_option, split_option
+from etdeploy.cli.options import model_data_options, open_data_from_options, progress_option, split_option
 from etdeploy.cli.params import INTS, NUMBERS, STRINGS
 
 
@@ -20,18 +20,19 @@ from etdeploy.cli.params import INTS, NUMBERS, STRINGS
 @click.option("--points", type=click.IntRange(min=2), default=21, show_default=True,
               help="Evenly spaced counts 0..width-1 when neither --counts nor --percents is given.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the 'random' schedule.")
-@data_options
+@model_data_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="New output directory.")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @progress_option
 def sweep(model_dir, ranking_dir, schedules, layer, split, counts, percents, points, seed, data, grouping, recipe,
-          cap, data_seed, out, force, progress) -> None:
+          cap, data_seed, allow_other_data, out, force, progress) -> None:
     """Accuracy vs neurons masked (no retraining) for several schedules: OUT/sweep.csv + sweep.json."""
     from etdeploy.pruning import sweep_dirs
 
-    ds = open_data_from_options(data, grouping, recipe, cap, data_seed)
+    ds = open_data_from_options(data, grouping, recipe, cap, data_seed, model_dir=model_dir)
     run = sweep_dirs(model_dir, ranking_dir, dataset=ds, schedules=schedules, layer=layer, split=split, out=out,
-                     counts=counts, percents=percents, points=points, seed=seed, force=force, progress=progress)
+                     counts=counts, percents=percents, points=points, seed=seed, force=force, progress=progress,
+                     allow_other_data=allow_other_data)
     click.echo(f"{layer} ({run.width} neurons, {run.n_live} live), {split} split, {run.n_images} images")
     click.echo(f"{'schedule':<16} {'area':>7} {'acc@first':>9} {'acc@last':>9}")
     for name in run.schedules:

@@ -6,12 +6,19 @@ import json
 
 import click
 
-from etdeploy.cli.options import data_options, open_data_from_options, progress_option, split_option
+from etdeploy.cli.options import (
+    data_options,
+    model_data_options,
+    open_data_from_options,
+    progress_option,
+    split_option,
+)
 
 
 @click.command()
 @click.option("--arch", default="alexnet-mini", show_default=True,
-              help="alexnet, alexnet-mini, vgg16, sequential-cnn, or package.module:factory.")
+              help="alexnet, alexnet-mini, vgg16, sequential-cnn, package.module:factory or "
+                   "path/to/file.py:factory (a function returning (features, classifier) or a model).")
 @data_options
 @click.option("--epochs", type=click.IntRange(min=0), default=30, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of weight init, batch order, augmentation.")
@@ -38,18 +45,18 @@ def train(arch, data, grouping, recipe, cap, data_seed, epochs, seed, lr, batch_
 
 @click.command()
 @click.option("--model", "model_dir", required=True, type=click.Path(), help="Model directory.")
-@data_options
+@model_data_options
 @split_option("test")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @progress_option
-def evaluate(model_dir, data, grouping, recipe, cap, data_seed, split, as_json, progress) -> None:
+def evaluate(model_dir, data, grouping, recipe, cap, data_seed, allow_other_data, split, as_json, progress) -> None:
     """Accuracy, per-class accuracy and confusion matrix of a saved model on one split."""
     from etdeploy.models import load_model
     from etdeploy.training import evaluate_model
 
+    ds = open_data_from_options(data, grouping, recipe, cap, data_seed, model_dir=model_dir)
     model = load_model(model_dir)
-    ds = open_data_from_options(data, grouping, recipe, cap, data_seed)
-    result = evaluate_model(model, ds, split, progress=progress, where=model_dir)
+    result = evaluate_model(model, ds, split, progress=progress, where=model_dir, allow_other_data=allow_other_data)
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
         return

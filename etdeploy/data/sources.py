@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from etdeploy.errors import DataError
+from etdeploy.records import Record
 from etdeploy.vocab import GROUPINGS, SPLIT_RECIPES, SPLITS
 
 MSL_LABEL_FILES = {s: f"{s}-calibrated-shuffled.txt" for s in SPLITS}
@@ -48,6 +49,89 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class DataIdentity(Record):
+    """Which images make up a data set's splits: what a model's spec records of the data it was trained on.
+
+    ``source``: as given (``"bundled"`` or a folder path as typed; ``None`` in specs written before
+    etdeploy recorded it); ``root``: that folder resolved to an absolute path (``None`` for the
+    bundled subset, whose location is the installed package's, and in old specs); ``name``: the data
+    set's name (``"bundled"`` or the folder's name). Two identities without :meth:`differences` give
+    the same train/val/test splits.
+    """
+
+    source: str | None
+    root: str | None
+    name: str
+    grouping: str
+    recipe: str
+    seed: int
+    cap: int | None = None
+
+    @property
+    def location(self) -> str | None:
+        """``"bundled"``, the absolute root folder, or ``None`` when not recorded (old specs)."""
+        if self.source == "bundled" or (self.source is None and self.root is None and self.name == "bundled"):
+            return "bundled"
+        return self.root
+
+    @property
+    def seed_matters(self) -> bool:
+        """The seed draws the split of the ``paper`` recipe only (``sol`` is fixed by the data)."""
+        return self.recipe == "paper"
+
+    def differences(self, other: DataIdentity) -> tuple[tuple[str, str, str], ...]:
+        """``(field, this value, other value)`` for each split-defining field in which ``other`` differs.
+
+        Fields: ``data`` (location; the name when a location is not recorded), ``grouping``,
+        ``recipe``, ``seed`` (``paper`` recipe only) and ``cap``.
+        """
+        out: list[tuple[str, str, str]] = []
+        if self.location is not None and other.location is not None:
+            if self.location != other.location:
+                out.append(("data", self.describe_location(), other.describe_location()))
+        elif self.name != other.name:
+            out.append(("data", self.describe_location(), other.describe_location()))
+        for key in ("grouping", "recipe"):
+            if getattr(self, key) != getattr(other, key):
+                out.append((key, str(getattr(self, key)), str(getattr(other, key))))
+        if (self.seed_matters or other.seed_matters) and self.seed != other.seed:
+            out.append(("seed", str(self.seed), str(other.seed)))
+        if self.cap != other.cap:
+            out.append(("cap", "none" if self.cap is None else str(self.cap),
+                        "none" if other.cap is None else str(other.cap)))
+        return tuple(out)
+
+    def describe_location(self) -> str:
+        location = self.location
+        if location == "bundled":
+            return "bundled"
+        return location if location is not None else f"{self.name!r} (folder not recorded)"
+
+    def open(self) -> DataSet:
+        """Open these splits again (:class:`DataError` when the folder is gone or not recorded)."""
+        location = self.location
+        if location is None:
+            raise DataError(f"the model's spec names its data {self.name!r} but not the folder it was read from")
+        return load_dataset(location, grouping=self.grouping, recipe=self.recipe, seed=self.seed, cap=self.cap)
+
+    @classmethod
+    def from_recorded(cls, recorded: object) -> DataIdentity | None:
+        """The identity in a spec's ``meta["trained_on"]``; ``None`` when there is none.
+
+        Specs written before the source was recorded hold only the name, grouping, recipe, seed
+        and cap: the location is then known for the bundled subset only.
+        """
+        if not isinstance(recorded, dict) or not {"name", "grouping", "recipe", "seed"} <= set(recorded):
+            return None
+        try:
+            return cls(source=recorded.get("source"), root=recorded.get("root"), name=str(recorded["name"]),
+                       grouping=str(recorded["grouping"]), recipe=str(recorded["recipe"]), seed=int(recorded["seed"]),
+                       cap=None if recorded.get("cap") is None else int(recorded["cap"]))
+        except (TypeError, ValueError):
+            return None
+
+
+@dataclass(frozen=True)
 class DataSet:
     """A labelled image set split into train/val/test, with its class names and provenance."""
 
@@ -61,6 +145,7 @@ class DataSet:
     cap: int | None = None
     citation: str = ""
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    source: str = ""
 
     def split(self, name: str) -> tuple[Sample, ...]:
         if name not in self.splits:
@@ -82,10 +167,25 @@ class DataSet:
                 "counts": self.counts(), "citation": self.citation, "warnings": list(self.warnings)}
 
     def provenance(self) -> dict:
-        """:meth:`describe` without the local root path (what a model's spec records of its data)."""
+        """:meth:`describe` without the local root path."""
         d = self.describe()
         d.pop("root", None)
         return d
+
+    def is_bundled(self) -> bool:
+        return self.source == "bundled" or Path(self.root).resolve() == bundled_root().resolve()
+
+    def identity(self) -> DataIdentity:
+        """Which images make up the splits (:class:`DataIdentity`): source as given, resolved root."""
+        bundled = self.is_bundled()
+        return DataIdentity(source="bundled" if bundled else (self.source or str(self.root)),
+                            root=None if bundled else str(Path(self.root).resolve()), name=self.name,
+                            grouping=self.grouping, recipe=self.recipe, seed=self.seed, cap=self.cap)
+
+    def training_record(self) -> dict:
+        """What a model's spec records of the data it was trained on: :meth:`provenance` plus the
+        :meth:`identity` (source as given and resolved root), so later commands can reopen it."""
+        return {**self.provenance(), **self.identity().to_dict()}
 
 
 def bundled_root() -> Path:
@@ -170,8 +270,8 @@ def _stratified(items: list[tuple[Path, str]], classes: tuple[str, ...], seed: i
         if cap is not None:
             group = group[:cap]
         n = len(group)
-        n_train = int(round(n * fractions[0]))
-        n_val = int(round(n * fractions[1]))
+        n_train = round(n * fractions[0])
+        n_val = round(n * fractions[1])
         out["train"] += group[:n_train]
         out["val"] += group[n_train:n_train + n_val]
         out["test"] += group[n_train + n_val:]
@@ -231,7 +331,8 @@ def load_dataset(source: str | Path = "bundled", *, grouping: str = "paper5", re
         classes = tuple(sorted({c for items in per_split.values() for _, c in items}))
         if len(classes) < 2:
             raise DataError(f"need at least 2 classes, found {len(classes)}", root)
-    return _finish(name, root, classes, per_split, grouping, recipe, seed, cap, citation)
+    return _finish(name, root, classes, per_split, grouping, recipe, seed, cap, citation,
+                   source="bundled" if str(source) == "bundled" else str(source))
 
 
 def _group_then_split(grouped: dict[str, list[tuple[Path, str]]], classes: tuple[str, ...], grouping: str,
@@ -253,7 +354,7 @@ def _group_then_split(grouped: dict[str, list[tuple[Path, str]]], classes: tuple
 
 
 def _finish(name: str, root: Path, classes: tuple[str, ...], per_split: dict[str, list[tuple[Path, str]]],
-            grouping: str, recipe: str, seed: int, cap: int | None, citation: str) -> DataSet:
+            grouping: str, recipe: str, seed: int, cap: int | None, citation: str, *, source: str = "") -> DataSet:
     index = {c: i for i, c in enumerate(classes)}
     splits: dict[str, tuple[Sample, ...]] = {}
     notes: list[str] = []
@@ -293,4 +394,4 @@ def _finish(name: str, root: Path, classes: tuple[str, ...], per_split: dict[str
     if not splits["train"]:
         raise DataError("the training split is empty", root)
     return DataSet(name=name, root=root, classes=classes, splits=splits, grouping=grouping, recipe=recipe,
-                   seed=seed, cap=cap, citation=citation, warnings=tuple(notes))
+                   seed=seed, cap=cap, citation=citation, warnings=tuple(notes), source=source)

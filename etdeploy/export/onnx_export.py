@@ -15,6 +15,14 @@ Reshape...); during export each ``nn.LocalResponseNorm`` is wrapped so that it e
 ``LRN`` op with the same ``size``, ``alpha``, ``beta`` and ``bias = k`` (identical definition:
 ``x / (k + alpha/size * sum_{window} x^2)^beta``; the torch forward is unchanged).
 
+Adaptive average pooling (torchvision's ``avgpool``): where the pooled input divides evenly into the
+output (``(12, 12) -> (6, 6)``, or global pooling to 1) torch exports ``AveragePool`` /
+``GlobalAveragePool``. Otherwise (AlexNet's ``(6, 6)`` pool after a 3x3 map at 128 px, VGG's
+``(7, 7)`` after 2x2) the legacy exporter has no op for it; since the model's input size is fixed,
+each such pool is exported as the linear map it is: ``Y = A_h X A_w^T`` with constant ``A_h``
+``(out_h, in_h)``, ``A_h[i, j] = 1 / |window_i|`` for ``j`` in window ``i = [floor(i*in/out),
+ceil((i+1)*in/out))`` (the definition torch uses), i.e. two ``MatMul`` nodes.
+
 Determinism: export uses the legacy TorchScript exporter (``dynamo=False``) on a deep copy in eval
 mode, a fixed opset and IR version, no timestamps; the same model gives byte-identical files
 (tested).
@@ -117,6 +125,84 @@ def _lrn_module(module):
     return ExportLRN(module)
 
 
+def _pool_matrix(n_in: int, n_out: int):
+    """``(n_out, n_in)`` averaging matrix of adaptive pooling along one axis (torch's windows)."""
+    import torch
+
+    a = torch.zeros(n_out, n_in, dtype=torch.float32)
+    for i in range(n_out):
+        start = (i * n_in) // n_out
+        end = -((-(i + 1) * n_in) // n_out)
+        a[i, start:end] = 1.0 / (end - start)
+    return a
+
+
+def _fixed_adaptive_pool(in_hw: tuple[int, int], out_hw: tuple[int, int]):
+    """``nn.AdaptiveAvgPool2d(out_hw)`` for a fixed ``in_hw`` input as ``A_h @ x @ A_w^T`` (two MatMuls)."""
+    from torch import nn
+
+    class FixedAdaptiveAvgPool(nn.Module):
+        """``(batch, C, in_h, in_w) -> (batch, C, out_h, out_w)``: adaptive average pooling, fixed input size."""
+
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("rows", _pool_matrix(in_hw[0], out_hw[0]))
+            self.register_buffer("cols", _pool_matrix(in_hw[1], out_hw[1]).t().contiguous())
+
+        def forward(self, x):
+            return (self.rows @ x) @ self.cols
+
+    return FixedAdaptiveAvgPool()
+
+
+def _replace_modules(model, replacements: dict[str, object]) -> None:
+    for name, new in replacements.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, new)
+
+
+def exportable_pools(model, input_size: int):
+    """``model``, or a deep copy whose adaptive average pools that do not divide their input evenly
+    are replaced by their fixed linear map (see the module doc). Pools are sized on a zero input."""
+    import torch
+    from torch import nn
+
+    pools = {name: m for name, m in model.named_modules() if isinstance(m, nn.AdaptiveAvgPool2d)}
+    if not pools:
+        return model
+    seen: dict[str, tuple[int, int]] = {}
+
+    def record(name):
+        return lambda module, inputs, output: seen.__setitem__(name, tuple(inputs[0].shape[-2:]))
+
+    hooks = [m.register_forward_hook(record(name)) for name, m in pools.items()]
+    was = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, int(input_size), int(input_size)))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"the model does not run on {input_size}x{input_size} inputs: {first}") from exc
+    finally:
+        model.train(was)
+        for hook in hooks:
+            hook.remove()
+    replace = {}
+    for name, in_hw in seen.items():
+        out = pools[name].output_size
+        sides = (out, out) if isinstance(out, int) else tuple(out)
+        out_hw = tuple(in_hw[k] if v is None else int(v) for k, v in enumerate(sides))
+        if in_hw[0] % out_hw[0] or in_hw[1] % out_hw[1]:
+            replace[name] = (tuple(int(v) for v in in_hw), out_hw)
+    if not replace:
+        return model
+    work = copy.deepcopy(model)
+    _replace_modules(work, {name: _fixed_adaptive_pool(*sizes) for name, sizes in replace.items()})
+    return work
+
+
 def prepare_for_export(model, masks: str = "refuse"):
     """Deep copy in eval mode with the mask policy applied. ``model`` is not changed."""
     from etdeploy.models import has_masks, without_masks
@@ -146,9 +232,8 @@ def prepare_for_export(model, masks: str = "refuse"):
             without_masks(work)
     from torch import nn
 
-    for index, module in enumerate(work.features):
-        if isinstance(module, nn.LocalResponseNorm):
-            work.features[index] = _lrn_module(module)
+    _replace_modules(work, {name: _lrn_module(m) for name, m in work.named_modules()
+                            if isinstance(m, nn.LocalResponseNorm)})
     for p in work.parameters():
         p.requires_grad_(False)
     return work
@@ -166,6 +251,7 @@ def export_onnx_bytes(model, input_size: int, *, opset: int = 17) -> bytes:
 
     from etdeploy.onnx_safety import supported_ir_version
 
+    model = exportable_pools(model, input_size)
     dummy = torch.zeros(1, 3, int(input_size), int(input_size), dtype=torch.float32)
     buffer = io.BytesIO()
     try:

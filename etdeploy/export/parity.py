@@ -287,14 +287,16 @@ def read_parity(path: str | os.PathLike) -> ParityRun:
 def parity_from_dirs(model_dir: str | os.PathLike, export_dir: str | os.PathLike, *, dataset: Any,
                      masked_dir: str | os.PathLike | None = None, split: str = "test", tol: float = DEFAULT_TOL,
                      reference_images: int = 2, reference_tol: float = DEFAULT_REFERENCE_TOL,
-                     images: Any = None, progress: bool = True, raise_on_mismatch: bool = True) -> ParityRun:
+                     images: Any = None, progress: bool = True, raise_on_mismatch: bool = True,
+                     allow_other_data: bool = False) -> ParityRun:
     """Parity of a saved model, its export and (optionally) the masked model it was sliced from.
 
     ``model_dir``: the sliced (or unpruned) model; ``export_dir``: written by ``etdeploy export`` from
     it (checked: SHA-256 of both ONNX files, weights fingerprint); ``masked_dir``: the masked model
     before slicing (same input size). Implementations compared, in order: ``masked-torch`` (when
     ``masked_dir``), ``sliced-torch`` (``torch`` without ``masked_dir``), ``onnx``, ``onnx-sim``.
-    ``dataset`` must have the model's classes; ``split`` is decoded at the model's input size unless
+    ``dataset`` must have the model's classes and, unless ``allow_other_data``, its training splits
+    (:func:`~etdeploy.data.check_compatible`); ``split`` is decoded at the model's input size unless
     the caller passes it already decoded as ``images`` (an :class:`~etdeploy.data.images.ImageSplit`).
     A mismatch raises :class:`ParityError` listing all of them (``.report`` is the :class:`ParityRun`);
     with ``raise_on_mismatch=False`` the run is returned and ``run.passed`` is false.
@@ -318,7 +320,7 @@ def parity_from_dirs(model_dir: str | os.PathLike, export_dir: str | os.PathLike
     models["sliced-torch" if masked_dir is not None else "torch"] = model
     models["onnx"] = Path(export_dir) / ONNX_FILE
     models["onnx-sim"] = Path(export_dir) / SIM_FILE
-    check_compatible(model, dataset, model_dir)
+    check_compatible(model, dataset, model_dir, split=split, allow_other_data=allow_other_data)
     if images is None:
         images = load_split_images(dataset, split, model.spec.input_size, progress=progress)
     elif tuple(images.images.shape[-2:]) != (model.spec.input_size,) * 2:

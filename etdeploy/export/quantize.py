@@ -155,11 +155,13 @@ def calibration_samples(dataset: Any, count: int) -> tuple[Any, ...]:
 
 def quantize_model(onnx_path: str | os.PathLike, model_dir: str | os.PathLike, *, dataset: Any,
                    out: str | os.PathLike, calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
-                   split: str = "test", force: bool = False, progress: bool = False) -> QuantizeRun:
+                   split: str = "test", force: bool = False, progress: bool = False,
+                   allow_other_data: bool = False) -> QuantizeRun:
     """Static int8 (QDQ) copy of the fp32 ``onnx_path`` at ``out``, and how it compares with fp32 on ``split``.
 
     ``model_dir``: the model the ONNX file was exported from (input size, normalisation, classes);
-    ``dataset`` must have its classes. Calibration: :func:`calibration_samples` of the training split.
+    ``dataset`` must have its classes and, unless ``allow_other_data``, the model's training splits
+    (:func:`~etdeploy.data.check_compatible`). Calibration: :func:`calibration_samples` of the training split.
     The ONNX file, the model and the output path are checked before any image is decoded; an existing
     ``out`` is refused unless ``force``.
     """
@@ -173,7 +175,7 @@ def quantize_model(onnx_path: str | os.PathLike, model_dir: str | os.PathLike, *
     out = Path(out)
     if out.exists() and not force:
         raise OutputExistsError("refusing to overwrite an existing file; pass --force", out)
-    check_compatible(spec, dataset, model_dir)
+    check_compatible(spec, dataset, model_dir, split=split, allow_other_data=allow_other_data)
     picks = calibration_samples(dataset, calibration_images)
     calibration = load_split(picks, spec.input_size, progress=progress, desc="decode calibration").images
     written = quantize_int8(onnx_path, out, calibration, spec.mean, spec.std, force=force)

@@ -2,17 +2,26 @@
 
 A model has two children:
 
-- ``features``: an ``nn.Sequential`` of local ops (Conv2d, pooling, LocalResponseNorm, ReLU and
-  other pointwise activations, BatchNorm2d, Dropout);
-- ``classifier``: an ``nn.Sequential`` ``Flatten -> (Linear -> act [-> Dropout])* -> Linear``,
-  optionally with :class:`NeuronMask` modules after the Flatten and after each hidden activation,
-  and optionally one :class:`SelectFeatures` right after the Flatten (before its NeuronMask): a
-  sliced model uses it to drop flattened positions; the ``flatten`` layer is then the selected
-  features (its width = the first Linear's ``in_features``).
+- ``features``, either
+  - a *plain chain*: an ``nn.Sequential`` of local ops (Conv2d, pooling, LocalResponseNorm, ReLU and
+    other pointwise activations, BatchNorm2d, Dropout); conv channels may be removed by slicing; or
+  - an :class:`OpaqueFeatures` (an ``nn.Sequential`` of arbitrary modules, e.g. residual or inverted-
+    residual blocks): etdeploy runs it but never looks inside, so only the dense head is ranked,
+    masked and sliced, and no conv channel is ever removed;
+- ``classifier``: an ``nn.Sequential``
+  ``[AdaptiveAvgPool2d] -> Flatten -> [Dropout] -> (Linear -> act [-> Dropout])* -> Linear``: an
+  optional adaptive average pool first (torchvision's ``avgpool``: ``(6, 6)`` for AlexNet, ``(7, 7)``
+  for VGG, ``1`` for ResNet/MobileNet global pooling), optionally with :class:`NeuronMask` modules
+  after the Flatten and after each hidden activation, and optionally one :class:`SelectFeatures`
+  right after the Flatten (before its NeuronMask): a sliced model uses it to drop flattened
+  positions; the ``flatten`` layer is then the selected features (its width = the first Linear's
+  ``in_features``).
 
-The ranked ("dense") layers are named from the classifier: ``flatten`` is the Flatten output,
-``dense1``, ``dense2``... the outputs of the hidden Linear+activation blocks. Splitting the network at
-one of them gives ``F(x) = G(H(x))`` (docs/method.md §1).
+The ranked ("dense") layers are named from the classifier: ``flatten`` is the Flatten output (the
+pooled features where the classifier starts with a pool), ``dense1``, ``dense2``... the outputs of
+the hidden Linear+activation blocks. Splitting the network at one of them gives ``F(x) = G(H(x))``
+(docs/method.md §1). Models in other layouts (torchvision AlexNet/VGG/ResNet/MobileNet module trees)
+are converted to this one by :mod:`etdeploy.models.layouts`.
 """
 
 from __future__ import annotations
@@ -41,6 +50,19 @@ LOCAL_FEATURE_TYPES: tuple[type[nn.Module], ...] = (
 )
 ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.LeakyReLU, nn.ReLU6)
 PASS_THROUGH_TYPES: tuple[type[nn.Module], ...] = (nn.Dropout, nn.Identity)
+#: Layers allowed before the classifier's Flatten (torchvision's ``avgpool``).
+POOL_TYPES: tuple[type[nn.Module], ...] = (nn.AdaptiveAvgPool2d,)
+
+
+class OpaqueFeatures(nn.Sequential):
+    """A feature extractor etdeploy runs but does not look inside: ``(batch, 3, S, S) -> (batch, C, h, w)``.
+
+    An ``nn.Sequential`` of arbitrary modules (residual blocks, inverted residuals, squeeze-excite...),
+    run in order. Ranking, masking and slicing act on the dense head only; no channel of it is ever
+    removed (removing one is provably exact only through a plain chain of channel-wise layers).
+    Structure serialisation cannot describe its modules: a saved model rebuilds it through the
+    factory that made it (``spec.arch``) and checks every tensor name and shape against the file.
+    """
 
 
 @dataclass(frozen=True)
@@ -63,16 +85,44 @@ class DenseLayer:
     select_index: int | None = None
 
 
+def _types_text(types: tuple[type[nn.Module], ...]) -> str:
+    return ", ".join(t.__name__ for t in types)
+
+
+def is_plain_chain(features: nn.Module) -> bool:
+    """True for an ``nn.Sequential`` (not :class:`OpaqueFeatures`) made of local ops only."""
+    return type(features) is nn.Sequential and all(isinstance(m, LOCAL_FEATURE_TYPES) for m in features)
+
+
+def has_plain_features(model: nn.Module) -> bool:
+    """True when the model's conv channels may be removed by slicing (``features`` is a plain chain)."""
+    return is_plain_chain(getattr(model, "features", None))
+
+
 def _check_features(model: nn.Module) -> None:
     features = getattr(model, "features", None)
-    if not isinstance(features, nn.Sequential):
-        raise ContractError("model has no nn.Sequential 'features' part")
+    if isinstance(features, OpaqueFeatures):
+        return
+    if type(features) is not nn.Sequential:
+        raise ContractError("model has no nn.Sequential 'features' part (a feature extractor with residual "
+                            "blocks is accepted through etdeploy import or a factory returning the whole model)")
     for index, module in enumerate(features):
         if not isinstance(module, LOCAL_FEATURE_TYPES):
             raise ContractError(
                 f"features[{index}] is {type(module).__name__}; only local ops are supported "
-                f"({', '.join(t.__name__ for t in LOCAL_FEATURE_TYPES)})"
+                f"({_types_text(LOCAL_FEATURE_TYPES)}); an adaptive average pool belongs at the start of the "
+                "classifier"
             )
+
+
+def flatten_index(classifier: nn.Sequential) -> int:
+    """Index of the classifier's Flatten: 0, or 1 after an adaptive average pool."""
+    modules = list(classifier)
+    start = 1 if modules and isinstance(modules[0], POOL_TYPES) else 0
+    if len(modules) <= start or not isinstance(modules[start], nn.Flatten):
+        raise ContractError(f"classifier must start with nn.Flatten (optionally after one "
+                            f"{_types_text(POOL_TYPES)})")
+    return start
 
 
 def dense_layers(model: nn.Module) -> list[DenseLayer]:
@@ -82,16 +132,14 @@ def dense_layers(model: nn.Module) -> list[DenseLayer]:
     if not isinstance(classifier, nn.Sequential):
         raise ContractError("model has no nn.Sequential 'classifier' part")
     modules = list(classifier)
-    if not modules or not isinstance(modules[0], nn.Flatten):
-        raise ContractError("classifier must start with nn.Flatten")
-    linears = [i for i, m in enumerate(modules) if isinstance(m, nn.Linear)]
+    i = flatten_index(classifier) + 1
+    linears = [k for k, m in enumerate(modules) if isinstance(m, nn.Linear)]
     if not linears:
         raise ContractError("classifier has no nn.Linear layer")
     if linears[-1] != len(modules) - 1:
         raise ContractError("classifier must end with the output nn.Linear (no activation after it)")
 
     layers: list[DenseLayer] = []
-    i = 1
     select_index = None
     if i < len(modules) and isinstance(modules[i], SelectFeatures):
         select_index = i
@@ -102,8 +150,12 @@ def dense_layers(model: nn.Module) -> list[DenseLayer]:
         i += 1
     first_linear = modules[linears[0]]
     layers.append(DenseLayer("flatten", first_linear.in_features, i, mask_index, None, linears[0], select_index))
-    if i != linears[0]:
-        raise ContractError(f"classifier[{i}] must be the first nn.Linear, found {type(modules[i]).__name__}")
+    j = i
+    while j < len(modules) and isinstance(modules[j], PASS_THROUGH_TYPES):
+        j += 1
+    if j != linears[0]:
+        raise ContractError(f"classifier[{j}] must be the first nn.Linear (after optional Dropout), found "
+                            f"{type(modules[j]).__name__}")
     if select_index is not None and modules[select_index].out_width != first_linear.in_features:
         raise ContractError(f"classifier[{select_index}] selects {modules[select_index].out_width} features but the "
                             f"first nn.Linear takes {first_linear.in_features}")
@@ -116,7 +168,7 @@ def dense_layers(model: nn.Module) -> list[DenseLayer]:
         if j >= len(modules) or not isinstance(modules[j], ACTIVATION_TYPES):
             raise ContractError(
                 f"classifier[{lin_idx}] (hidden nn.Linear) must be followed by an activation "
-                f"({', '.join(t.__name__ for t in ACTIVATION_TYPES)})"
+                f"({_types_text(ACTIVATION_TYPES)})"
             )
         j += 1
         mask_index = None

@@ -3,6 +3,14 @@
 No pickle anywhere. The structure is stored layer by layer (only the layer types the model
 contract allows), so sliced models with non-standard widths reload exactly and loading never runs
 code from the model directory.
+
+A feature extractor that is not a plain chain (:class:`~etdeploy.models.contract.OpaqueFeatures`:
+residual blocks...) cannot be described layer by layer: the structure then stores
+``"features": {"factory": "<spec.arch>"}`` and loading rebuilds it by calling that factory (an
+importable Python function named by the spec, as given to ``train`` or ``import``; it must still be
+importable, and a factory file inside the model directory is refused) and converting its result (:mod:`etdeploy.models.layouts`); every tensor name and shape
+is then checked against the weights file as for any model. Its classifier is stored layer by layer
+as usual, so sliced heads reload exactly.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from torch import nn
 from etdeploy.errors import ModelError
 from etdeploy.fileio import StagedDir, atomic_write_bytes, canonical_json, read_json_artefact, sha256_bytes, sha256_file
 from etdeploy.models.masks import NeuronMask
+from etdeploy.models.paths import require_model_dir
 from etdeploy.models.select import SelectFeatures
 from etdeploy.models.zoo import ETModel, ModelSpec
 
@@ -29,6 +38,10 @@ MAX_WEIGHTS_BYTES = 4 * 1024**3
 
 def _pair(v: Any) -> list[int]:
     return [int(v), int(v)] if isinstance(v, int) else [int(x) for x in v]
+
+
+def _as_tuple(v: Any) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,)
 
 
 def describe_module(m: nn.Module) -> dict[str, Any]:
@@ -70,6 +83,12 @@ def describe_module(m: nn.Module) -> dict[str, Any]:
         return {"type": "Identity"}
     if isinstance(m, nn.Flatten):
         return {"type": "Flatten"}
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        size = _pair(m.output_size) if m.output_size is not None and None not in _as_tuple(m.output_size) else None
+        if size is None:
+            raise ModelError(f"AdaptiveAvgPool2d with output size {m.output_size} (None keeps an input side) is "
+                             "not supported; give both sides")
+        return {"type": "AdaptiveAvgPool2d", "output_size": size}
     if isinstance(m, nn.Linear):
         return {"type": "Linear", "in_features": m.in_features, "out_features": m.out_features,
                 "bias": m.bias is not None}
@@ -99,6 +118,7 @@ _BUILDERS = {
     "Dropout2d": lambda d: nn.Dropout2d(d["p"]),
     "Identity": lambda d: nn.Identity(),
     "Flatten": lambda d: nn.Flatten(),
+    "AdaptiveAvgPool2d": lambda d: nn.AdaptiveAvgPool2d(tuple(int(v) for v in d["output_size"])),
     "Linear": lambda d: nn.Linear(d["in_features"], d["out_features"], bias=d["bias"]),
     "NeuronMask": lambda d: NeuronMask(d["width"]),
     "SelectFeatures": lambda d: SelectFeatures.placeholder(int(d["in_width"]), int(d["out_width"])),
@@ -115,9 +135,49 @@ def build_module(desc: dict[str, Any]) -> nn.Module:
         raise ModelError(f"bad {kind} layer description {desc}: {exc}") from exc
 
 
-def model_structure(model: nn.Module) -> dict[str, list[dict[str, Any]]]:
-    return {"features": [describe_module(m) for m in model.features],
-            "classifier": [describe_module(m) for m in model.classifier]}
+def model_structure(model: nn.Module, spec: ModelSpec | None = None) -> dict[str, Any]:
+    """``{"features": [layer, ...] | {"factory": arch}, "classifier": [layer, ...]}`` (see the module doc)."""
+    from etdeploy.models.contract import OpaqueFeatures
+
+    if isinstance(model.features, OpaqueFeatures):
+        spec = spec or getattr(model, "spec", None)
+        if spec is None:
+            raise ModelError("a model whose feature extractor is rebuilt through its factory needs a spec")
+        features: Any = {"factory": spec.arch}
+    else:
+        features = [describe_module(m) for m in model.features]
+    return {"features": features, "classifier": [describe_module(m) for m in model.classifier]}
+
+
+def _factory_features(spec: ModelSpec, structure: dict[str, Any], spec_path: Path) -> nn.Module:
+    """Rebuild an OpaqueFeatures through ``spec.arch`` (its weights come from the weights file afterwards)."""
+    from etdeploy.models.contract import OpaqueFeatures
+    from etdeploy.models.factories import is_file_arch
+    from etdeploy.models.layouts import contract_parts
+    from etdeploy.models.zoo import call_factory
+
+    factory = structure["features"].get("factory")
+    if factory != spec.arch:
+        raise ModelError(f"structure names the feature factory {factory!r} but the spec's arch is {spec.arch!r}",
+                         spec_path)
+    if is_file_arch(factory):
+        source = Path(factory.rpartition(":")[0]).expanduser().resolve()
+        if spec_path.parent.resolve() in source.parents:
+            raise ModelError("the spec names a factory file inside the model directory; etdeploy never runs code "
+                             "from a model directory (keep the factory with your code)", spec_path)
+    try:
+        built = call_factory(spec.arch, spec.num_classes, input_size=spec.input_size, **spec.kwargs)
+        features, _, _ = contract_parts(built, input_size=spec.input_size)
+    except ModelError as exc:
+        raise ModelError(f"cannot rebuild the feature extractor through its factory: {exc.message}",
+                         spec_path) from exc
+    except Exception as exc:
+        raise ModelError(f"cannot rebuild the feature extractor through its factory {spec.arch!r}: "
+                         f"{type(exc).__name__}: {exc}", spec_path) from exc
+    if not isinstance(features, OpaqueFeatures):
+        raise ModelError(f"the factory {spec.arch!r} now builds a plain feature chain, not the block-structured "
+                         "extractor this model was saved with", spec_path)
+    return features
 
 
 def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
@@ -157,13 +217,26 @@ def save_model(model: ETModel, out_dir: str | os.PathLike, *, force: bool = Fals
     if spec is None:
         raise ModelError("model has no spec; pass spec=")
     out_dir = Path(out_dir)
+    with StagedDir(out_dir, force=force) as tmp:
+        write_model_files(model, tmp, spec=spec)
+    return out_dir
+
+
+def write_model_files(model: ETModel, folder: str | os.PathLike, *, spec: ModelSpec | None = None) -> None:
+    """Write ``spec.json`` + ``model.safetensors`` into the existing ``folder`` (each file atomically).
+
+    For callers that assemble a larger folder in a :class:`~etdeploy.fileio.StagedDir`;
+    :func:`save_model` is this plus the staging.
+    """
+    spec = spec or getattr(model, "spec", None)
+    if spec is None:
+        raise ModelError("model has no spec; pass spec=")
+    folder = Path(folder)
     weights = state_dict_bytes(model)
     doc = {"format": "etdeploy-model", "format_version": FORMAT_VERSION, "spec": spec_to_dict(spec),
-           "structure": model_structure(model), "weights_sha256": sha256_bytes(weights)}
-    with StagedDir(out_dir, force=force) as tmp:
-        atomic_write_bytes(tmp / WEIGHTS_FILE, weights)
-        atomic_write_bytes(tmp / SPEC_FILE, canonical_json(doc).encode())
-    return out_dir
+           "structure": model_structure(model, spec), "weights_sha256": sha256_bytes(weights)}
+    atomic_write_bytes(folder / WEIGHTS_FILE, weights)
+    atomic_write_bytes(folder / SPEC_FILE, canonical_json(doc).encode())
 
 
 def load_model(model_dir: str | os.PathLike) -> ETModel:
@@ -174,9 +247,7 @@ def load_model(model_dir: str | os.PathLike) -> ETModel:
     from etdeploy.errors import ContractError
     from etdeploy.models.contract import dense_layers
 
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise ModelError("model directory does not exist", model_dir)
+    model_dir = require_model_dir(model_dir)  # a model file is told how to import it
     spec_path = model_dir / SPEC_FILE
     weights_path = model_dir / WEIGHTS_FILE
     if not spec_path.is_file():
@@ -187,12 +258,15 @@ def load_model(model_dir: str | os.PathLike) -> ETModel:
                              error=ModelError)
     spec = spec_from_dict(doc.get("spec") or {}, spec_path)
     structure = doc.get("structure")
-    if not isinstance(structure, dict) or not isinstance(structure.get("features"), list) \
+    if not isinstance(structure, dict) or not isinstance(structure.get("features"), (list, dict)) \
             or not isinstance(structure.get("classifier"), list):
         raise ModelError("spec has no valid 'structure' (features, classifier)", spec_path)
     try:
-        features = nn.Sequential(*[build_module(d) for d in structure["features"]])
         classifier = nn.Sequential(*[build_module(d) for d in structure["classifier"]])
+        if isinstance(structure["features"], dict):
+            features = _factory_features(spec, structure, spec_path)
+        else:
+            features = nn.Sequential(*[build_module(d) for d in structure["features"]])
     except ModelError as exc:
         raise ModelError(exc.message, spec_path) from exc
     model = ETModel(features, classifier, spec)

@@ -6,7 +6,6 @@ Every model is an :class:`ETModel` (``features`` + ``classifier``, see :mod:`etd
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -39,7 +38,7 @@ class ModelSpec:
 class ETModel(nn.Module):
     """``(batch, 3, S, S) -> (batch, num_classes)`` logits; ``classifier(features(x))``."""
 
-    def __init__(self, features: nn.Sequential, classifier: nn.Sequential, spec: ModelSpec | None = None):
+    def __init__(self, features: nn.Module, classifier: nn.Sequential, spec: ModelSpec | None = None):
         super().__init__()
         self.features = features
         self.classifier = classifier
@@ -223,14 +222,21 @@ def _resolve_factory(arch: str) -> Callable[..., Any]:
     if arch in ARCHS:
         return ARCHS[arch][0]
     if ":" in arch:
-        module_name, _, attr = arch.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-            return getattr(module, attr)
-        except (ImportError, AttributeError) as exc:
-            raise ModelError(f"cannot import user model factory {arch!r}: {exc}") from exc
+        from etdeploy.models.factories import load_factory
+
+        return load_factory(arch)
     valid = ", ".join(sorted(ARCHS))
-    raise ModelError(f"unknown architecture {arch!r}; choose one of {valid} or 'package.module:factory'")
+    raise ModelError(f"unknown architecture {arch!r}; choose one of {valid}, 'package.module:factory' or "
+                     "'path/to/file.py:factory'")
+
+
+def call_factory(arch: str, num_classes: int, *, input_size: int, seed: int = 0, **kwargs: Any) -> Any:
+    """What ``arch``'s factory returns for ``(num_classes, input_size=..., **kwargs)``, weights drawn from
+    ``seed`` (the global RNG untouched): ``(features, classifier)`` or a whole module."""
+    factory = _resolve_factory(arch)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory(num_classes, input_size=int(input_size), **kwargs)
 
 
 def build_model(arch: str, num_classes: int, *, input_size: int | None = None, seed: int = 0,
@@ -238,28 +244,27 @@ def build_model(arch: str, num_classes: int, *, input_size: int | None = None, s
     """Build a freshly initialised model (weights drawn from ``seed``, the global RNG untouched).
 
     A user factory (``package.module:factory``) is called as ``factory(num_classes, input_size=...,
-    **kwargs)`` and returns either ``(features, classifier)`` or a module with those two children.
+    **kwargs)`` and returns ``(features, classifier)`` or a whole module in a layout
+    :func:`etdeploy.models.layouts.contract_parts` converts (torchvision AlexNet/VGG/ResNet/MobileNet).
     """
     from etdeploy.models.contract import dense_layers
+    from etdeploy.models.factories import canonical_arch, check_head_width
 
     if num_classes < 2:
         raise ModelError(f"num_classes must be >= 2, got {num_classes}")
     size = int(input_size or default_input_size(arch))
-    factory = _resolve_factory(arch)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        built = factory(num_classes, input_size=size, **kwargs)
-    if isinstance(built, tuple):
-        features, classifier = built
-    else:
-        features, classifier = getattr(built, "features", None), getattr(built, "classifier", None)
+    built = call_factory(arch, num_classes, input_size=size, seed=seed, **kwargs)
+    from etdeploy.models.layouts import contract_parts
+
+    features, classifier, _ = contract_parts(built, input_size=size)
     names = tuple(class_names) if class_names else tuple(f"class{i}" for i in range(num_classes))
     if len(names) != num_classes:
         raise ModelError(f"{len(names)} class names for {num_classes} classes")
-    spec = ModelSpec(arch=arch, num_classes=num_classes, class_names=names, input_size=size,
+    spec = ModelSpec(arch=canonical_arch(arch), num_classes=num_classes, class_names=names, input_size=size,
                      seed=seed, kwargs=dict(kwargs))
     model = ETModel(features, classifier, spec)
     dense_layers(model)
+    check_head_width(model, size)
     out = model.classifier[-1].out_features
     if out != num_classes:
         raise ContractError(f"classifier outputs {out} values for {num_classes} classes")

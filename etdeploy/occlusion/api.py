@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from etdeploy.occlusion.executor import IncrementalOcclusionExecutor
+from etdeploy.occlusion.naive import NaiveOcclusionExecutor
 from etdeploy.occlusion.result import OcclusionResult
 
 
@@ -18,11 +19,12 @@ def occlusion_map(onnx_model: Any, image: np.ndarray, patch: int = 16, stride: i
     """Occlusion map of one ``(C, H, W)`` normalised float image (``mode``: naive | exact | approx).
 
     The occluding patch is filled with ``patch_value`` in normalised space (0 = the data set mean).
-    See :class:`IncrementalOcclusionExecutor` to reuse one executor across images.
+    ``naive`` runs any classifier ONNX Runtime can run; ``exact`` and ``approx`` need a graph the incremental
+    executor can split. See :class:`IncrementalOcclusionExecutor` to reuse one executor across images.
     """
     image = np.asarray(image, dtype=np.float32)
-    executor = IncrementalOcclusionExecutor(onnx_model, input_size=tuple(image.shape[-2:]), patch=patch,
-                                            stride=stride, batch_size=batch_size, threads=threads,
-                                            opt_level=opt_level, patch_value=patch_value)
+    cls = NaiveOcclusionExecutor if mode == "naive" else IncrementalOcclusionExecutor
+    executor = cls(onnx_model, input_size=tuple(image.shape[-2:]), patch=patch, stride=stride,
+                   batch_size=batch_size, threads=threads, opt_level=opt_level, patch_value=patch_value)
     return executor.run(image, mode=mode, target_class=target_class, tau=tau, r_drill=r_drill,
                         stage1_stride=stage1_stride, progress=progress)

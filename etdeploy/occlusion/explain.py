@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from etdeploy.errors import ImageError, OcclusionError
+from etdeploy.errors import ImageError, OcclusionError, UnsupportedOpError
 from etdeploy.occlusion.tuner import TuneCandidate, TuneResult
 from etdeploy.records import Record
 from etdeploy.vocab import FLAT_MAP_RANGE, MAP_KINDS, OCCLUSION_MODES, choices_text
@@ -155,8 +155,9 @@ class ExplainedImage(Record):
 class ExplainRun(Record):
     """Result of :func:`explain_images` (``to_dict()`` is ``summary.json`` and the explain stage's summary).
 
-    ``classes``: the model's class names (index = output); ``run``: the approximate settings used (None in
-    naive and exact mode); ``tuning``: what the tuner chose (None unless it ran); ``images`` in input order.
+    ``classes``: the model's class names (index = output); ``redundancy_ratio``: KRYPTON's R of the model
+    (None in naive mode on a graph the incremental executor cannot split); ``run``: the approximate settings
+    used (None in naive and exact mode); ``tuning``: what the tuner chose (None unless it ran); ``images`` in input order.
     ``to_dict()`` adds ``maps``, a flat view (one row per map with its image's fields, values as
     ``map_min``/``map_max``) for tables and scripts; ``from_dict`` ignores it (``images`` is the record).
     """
@@ -171,7 +172,7 @@ class ExplainRun(Record):
     mean: tuple[float, ...]
     std: tuple[float, ...]
     classes: tuple[str, ...]
-    redundancy_ratio: float
+    redundancy_ratio: float | None
     check_ssim: bool
     run: ApproxSettings | None
     tuning: Tuning | None
@@ -235,6 +236,7 @@ def explain_images(onnx_path: str | os.PathLike, images: Sequence[ExplainInput],
     from etdeploy.data.images import normalise
     from etdeploy.fileio import StagedDir, atomic_write_json, refuse_existing_output, sha256_file
     from etdeploy.occlusion.executor import IncrementalOcclusionExecutor
+    from etdeploy.occlusion.naive import NaiveOcclusionExecutor
     from etdeploy.occlusion.output import write_map
     from etdeploy.occlusion.result import log_softmax
     from etdeploy.occlusion.tuner import map_ssim, tune_approx
@@ -259,8 +261,16 @@ def explain_images(onnx_path: str | os.PathLike, images: Sequence[ExplainInput],
     if staged:
         refuse_existing_output(out, force=force)
 
-    executor = IncrementalOcclusionExecutor(onnx_path, input_size=input_size, patch=patch, stride=stride,
-                                            batch_size=batch_size, threads=threads, patch_value=patch_value)
+    options = {"input_size": input_size, "patch": patch, "stride": stride, "batch_size": batch_size,
+               "threads": threads, "patch_value": patch_value}
+    try:
+        executor = IncrementalOcclusionExecutor(onnx_path, **options)
+    except UnsupportedOpError:
+        if mode != "naive":
+            raise
+        executor = NaiveOcclusionExecutor(onnx_path, **options)  # naive runs any graph; R is then unknown
+    redundancy = (float(executor.redundancy_ratio()["R"]) if isinstance(executor, IncrementalOcclusionExecutor)
+                  else None)
     size_h, size_w = executor.input_hw
     if size_h != size_w:
         raise OcclusionError(f"images are decoded square; the model input is {size_h}x{size_w}", onnx_path)
@@ -336,7 +346,7 @@ def explain_images(onnx_path: str | os.PathLike, images: Sequence[ExplainInput],
             onnx=OnnxFile(file=Path(onnx_path).name, sha256=sha256_file(onnx_path)), mode=mode, patch=int(patch),
             stride=int(stride), map_kind=map_kind, patch_value=float(patch_value), input_size=(size_h, size_w),
             mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std), classes=names,
-            redundancy_ratio=float(executor.redundancy_ratio()["R"]), check_ssim=bool(check_ssim), run=settings,
+            redundancy_ratio=redundancy, check_ssim=bool(check_ssim), run=settings,
             tuning=tuning, images=tuple(explained))
         atomic_write_json(folder / "summary.json", run.to_dict())
         if timing:

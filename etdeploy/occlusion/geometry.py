@@ -10,6 +10,10 @@ For a changed input range ``[a, b)`` the changed output range is::
 
 and the input needed to compute output ``[o0, o1)`` is ``[o0*s - pb, (o1 - 1)*s - pb + k)``
 (in unpadded coordinates; add ``pb`` for coordinates in the padded input).
+
+A merge (residual ``Add``, channel ``Concat``) changes the bounding box of its inputs' changed ranges
+(:func:`merge_ranges`; KRYPTON eq. 20); an empty input range (a strided op that skipped every changed
+row) adds nothing.
 """
 
 from __future__ import annotations
@@ -110,53 +114,125 @@ class AxisStep:
     crop: int
 
 
-def plan_axis(starts: np.ndarray, patch: int, geoms: list[AxisGeom], n_ins: list[int], tau: float = 1.0,
-              ) -> list[AxisStep]:
-    """Propagate the patch ranges ``[start, start + P)`` through ``geoms`` (one per group).
+def merge_ranges(ranges: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Bounding box of changed ranges ``[(lo, hi), ...]`` (each ``(n,)``), ignoring empty ones (``hi <= lo``);
+    where every range is empty, the first one is returned."""
+    lo, hi = (np.asarray(v, dtype=np.int64) for v in ranges[0])
+    for a, b in ranges[1:]:
+        a = np.asarray(a, dtype=np.int64)
+        b = np.asarray(b, dtype=np.int64)
+        empty, other_empty = hi <= lo, b <= a
+        lo, hi = (np.where(empty, a, np.where(other_empty, lo, np.minimum(lo, a))),
+                  np.where(empty, b, np.where(other_empty, hi, np.maximum(hi, b))))
+    return lo, hi
 
-    ``n_ins[i]`` is the (unpadded) input length of group ``i``. Window sizes are the maximum region
-    length over ``starts`` so every position uses the same shapes (windows are shifted inward at the
-    borders, never shrunk).
+
+@dataclass(frozen=True)
+class GroupAxis:
+    """One axis of one fused group for :func:`plan_dag_axis`: the composite geometry ``geom`` applied to the
+    tensor in slot ``main``, merged with the tensors in slots ``sides`` (already at the output's resolution).
+    Slot 0 is the image; slot ``g + 1`` is the output of group ``g``. ``n_in``: unpadded input length."""
+
+    geom: AxisGeom
+    main: int
+    sides: tuple[int, ...]
+    n_in: int
+
+
+def plan_dag_axis(starts: np.ndarray, patch: int, groups: list[GroupAxis], tau: float = 1.0) -> list[AxisStep]:
+    """Propagate the patch ranges ``[start, start + P)`` through a DAG of groups (in topological order).
+
+    A group's changed output range is the bounding box (:func:`merge_ranges`) of its main input's range
+    mapped through ``geom`` and its side inputs' ranges, then clipped by ``tau`` (:func:`clip_region`).
+    Window sizes are the maximum region length over ``starts`` so every position uses the same shapes
+    (windows are shifted inward at the borders, never shrunk).
     """
     a = np.asarray(starts, dtype=np.int64)
-    b = a + patch
+    regions = [(a, a + patch)]
     steps: list[AxisStep] = []
-    for g, n_in in zip(geoms, n_ins):
-        n_out = g.out_len(n_in)
-        lo, hi = changed_output(a, b, g, n_out)
+    for spec in groups:
+        g = spec.geom
+        n_out = g.out_len(spec.n_in)
+        lo, hi = changed_output(*regions[spec.main], g, n_out)
+        if spec.sides:
+            lo, hi = merge_ranges([(lo, hi)] + [regions[s] for s in spec.sides])
         lo, hi = clip_region(lo, hi, n_out, tau)
         win = int(max(1, int((hi - lo).max()) if len(lo) else 1))
         win = min(win, n_out)
         win_start = np.minimum(lo, n_out - win)
         crop = (win - 1) * g.s + g.k
         steps.append(AxisStep(lo=lo, hi=hi, win_start=win_start, win=win, crop_start=win_start * g.s, crop=crop))
-        a, b = lo, hi
+        regions.append((lo, hi))
     return steps
 
 
-def redundancy_ratio(layers: list[tuple[AxisGeom, AxisGeom, int, int, int]], h: int, w: int, patch: int) -> dict:
-    """KRYPTON eq. 10-14 for a patch centred in an ``h x w`` image.
+def plan_axis(starts: np.ndarray, patch: int, geoms: list[AxisGeom], n_ins: list[int], tau: float = 1.0,
+              ) -> list[AxisStep]:
+    """:func:`plan_dag_axis` for a chain: group ``i`` reads the output of group ``i - 1`` (``n_ins[i]`` is its
+    unpadded input length)."""
+    return plan_dag_axis(starts, patch, [GroupAxis(g, i, (), n) for i, (g, n) in enumerate(zip(geoms, n_ins))], tau)
 
-    ``layers`` = every spatial layer of the prefix in order as ``(gy, gx, macs_per_output, c_out, is_conv)``
-    (pools carry MACs 0 but still grow the region). Returns ``{"R", "Q", "Q_inc", "per_layer"}``.
-    """
+
+@dataclass(frozen=True)
+class DagLayer:
+    """One op of a local DAG for :func:`dag_redundancy_ratio`: geometry, inputs (``-1`` = the image, ``i`` =
+    the output of layer ``i``), output size ``(C, H, W)`` and MACs per output element (conv only)."""
+
+    gy: AxisGeom
+    gx: AxisGeom
+    inputs: tuple[int, ...]
+    out_shape: tuple[int, int, int]
+    macs_per_output: int = 0
+    is_conv: bool = False
+
+
+def centred_regions(layers: list[DagLayer], h: int, w: int, patch: int
+                    ) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Changed ``((y0, y1), (x0, x1))`` of every layer's output for a patch centred in an ``h x w`` image."""
     y0, x0 = (h - patch) // 2, (w - patch) // 2
-    ay, by = np.array([y0]), np.array([y0 + patch])
-    ax, bx = np.array([x0]), np.array([x0 + patch])
-    hh, ww = h, w
+    image = ((np.array([y0]), np.array([y0 + patch])), (np.array([x0]), np.array([x0 + patch])))
+    regions: list[tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]] = []
+    for layer in layers:
+        ins = [image if i < 0 else regions[i] for i in layer.inputs]
+        ry = merge_ranges([changed_output(*r[0], layer.gy, layer.out_shape[1]) for r in ins])
+        rx = merge_ranges([changed_output(*r[1], layer.gx, layer.out_shape[2]) for r in ins])
+        regions.append((ry, rx))
+    return [((int(ry[0][0]), int(ry[1][0])), (int(rx[0][0]), int(rx[1][0]))) for ry, rx in regions]
+
+
+def dag_redundancy_ratio(layers: list[DagLayer], h: int, w: int, patch: int) -> dict:
+    """KRYPTON's redundancy ratio for a patch centred in an ``h x w`` image, on a DAG of layers.
+
+    ``R = sum_l Q_l / sum_l Q_inc,l`` over the conv layers, ``Q_l = MACs per output x C_out x H_out x W_out``
+    and ``Q_inc,l`` the same over the changed region (pools and merges grow the region but count 0 MACs).
+    Returns ``{"R", "Q", "Q_inc", "per_layer"}``.
+    """
     q_total = 0
     q_inc = 0
     per_layer = []
-    for gy, gx, macs, c_out, is_conv in layers:
-        ho, wo = gy.out_len(hh), gx.out_len(ww)
-        ay, by = changed_output(ay, by, gy, ho)
-        ax, bx = changed_output(ax, bx, gx, wo)
-        hp, wp = int(by[0] - ay[0]), int(bx[0] - ax[0])
-        if is_conv:
-            q = mac_count((c_out, ho, wo), macs)
-            qi = mac_count((c_out, hp, wp), macs)
-            q_total += q
-            q_inc += qi
-            per_layer.append({"out": [ho, wo], "changed": [hp, wp], "Q": q, "Q_inc": qi})
-        hh, ww = ho, wo
+    for layer, ((ya, yb), (xa, xb)) in zip(layers, centred_regions(layers, h, w, patch)):
+        if not layer.is_conv:
+            continue
+        c_out, ho, wo = layer.out_shape
+        hp, wp = max(0, yb - ya), max(0, xb - xa)
+        q = mac_count((c_out, ho, wo), layer.macs_per_output)
+        qi = mac_count((c_out, hp, wp), layer.macs_per_output)
+        q_total += q
+        q_inc += qi
+        per_layer.append({"out": [ho, wo], "changed": [hp, wp], "Q": q, "Q_inc": qi})
     return {"R": (q_total / q_inc) if q_inc else math.inf, "Q": q_total, "Q_inc": q_inc, "per_layer": per_layer}
+
+
+def redundancy_ratio(layers: list[tuple[AxisGeom, AxisGeom, int, int, int]], h: int, w: int, patch: int) -> dict:
+    """KRYPTON eq. 10-14 for a patch centred in an ``h x w`` image, on a chain of layers.
+
+    ``layers`` = every spatial layer of the prefix in order as ``(gy, gx, macs_per_output, c_out, is_conv)``
+    (pools carry MACs 0 but still grow the region). Returns ``{"R", "Q", "Q_inc", "per_layer"}``
+    (:func:`dag_redundancy_ratio`).
+    """
+    dag: list[DagLayer] = []
+    hh, ww = h, w
+    for i, (gy, gx, macs, c_out, is_conv) in enumerate(layers):
+        hh, ww = gy.out_len(hh), gx.out_len(ww)
+        dag.append(DagLayer(gy, gx, (i - 1,), (int(c_out), hh, ww), int(macs), bool(is_conv)))
+    return dag_redundancy_ratio(dag, h, w, patch)

@@ -1,12 +1,20 @@
-"""Registry of the ONNX operators the incremental executor can run in the local prefix.
+"""Registries of the ONNX operators the incremental executor can run in the local part of a graph.
 
-One handler per operator. A handler reads an ONNX node (attributes + constant inputs) and
-returns a :class:`PrefixOp`: its per-axis window geometry, the value its input is padded with, MACs
-per output element (conv only, :func:`etdeploy.onnx_graph.macs_per_output`) and a copy of the node
-with padding stripped (the executor pads the cached base activation once instead). Operators that
-share a rule share a handler class, instantiated once per operator type. Supporting a new operator means adding one handler to :data:`OP_HANDLERS`.
+Two contracts, one registry each:
 
-``GLOBAL_OPS`` start the global suffix (the first one met ends the prefix).
+* :data:`OP_HANDLERS`: operators with **one** activation input (window ops and pointwise ops). A
+  handler reads an ONNX node (attributes + constant inputs) and returns a :class:`PrefixOp`: its
+  per-axis window geometry, the value its input is padded with, MACs per output element (conv only,
+  :func:`etdeploy.onnx_graph.macs_per_output`) and a copy of the node with padding stripped (the
+  executor pads the cached base activation once instead).
+* :data:`MERGE_HANDLERS`: operators that combine **several** activations of the same spatial size
+  (residual ``Add``, gating ``Mul``, channel ``Concat``). They are pointwise in space; their changed
+  region is the bounding box of their inputs' changed regions (docs/method.md §6.1).
+
+Operators that share a rule share a handler class, instantiated once per operator type. Supporting a new
+operator means adding one handler to one registry.
+
+``GLOBAL_OPS`` start the global suffix: a tensor read by one of them is where the local part ends.
 """
 
 from __future__ import annotations
@@ -44,6 +52,9 @@ class PrefixOp:
     macs_per_output: int = 0
     is_conv: bool = False
     const_inputs: tuple[str, ...] = field(default_factory=tuple)
+    inputs: tuple[str, ...] = field(default_factory=tuple)  # activation inputs (set by the graph analysis)
+    output: str = ""
+    is_merge: bool = False
 
     @property
     def pointwise(self) -> bool:
@@ -91,32 +102,50 @@ def _const_inputs(node, consts: dict[str, np.ndarray], first: int = 1) -> tuple[
         if not name:
             continue
         if name not in consts:
-            raise _unsupported(node, f"input {name!r} is not a constant (two activations meet here: residual or "
-                                     "branching graphs are not supported)")
+            raise _unsupported(node, f"input {name!r} is not a constant (it is computed at run time)")
         names.append(name)
     return tuple(names)
 
 
-def _window(node, attrs: dict[str, Any], kernel: tuple[int, int], in_hw: tuple[int, int]
-            ) -> tuple[AxisGeom, AxisGeom, list[int]]:
+def _window(node, attrs: dict[str, Any], kernel: tuple[int, int], in_hw: tuple[int, int], *,
+            ceil_ok: bool = False) -> tuple[AxisGeom, AxisGeom, list[int]]:
+    """Per-axis geometry of a 2-D window op. ``auto_pad`` SAME_UPPER/SAME_LOWER become explicit pads (ONNX
+    rule: output ``ceil(n / s)``). ``ceil_mode`` that changes the output size is refused unless ``ceil_ok``
+    (MaxPool): then the end padding grows so that floor mode gives the ceil-mode size (the extra cells hold
+    the pad value -inf and never win; a window may not start in the end padding, as in ONNX Runtime and
+    PyTorch). Returns ``(gy, gx, pads)`` with ``pads`` as in the node (or derived from ``auto_pad``)."""
     auto_pad = attrs.get("auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
-    if auto_pad not in ("NOTSET", "VALID"):
-        raise _unsupported(node, f"auto_pad={auto_pad} (export with explicit pads)")
+    if auto_pad not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
+        raise _unsupported(node, f"auto_pad={auto_pad}")
     if len(kernel) != 2:
         raise _unsupported(node, f"only 2-D windows are supported, got kernel {list(kernel)}")
-    strides = list(attrs.get("strides", [1, 1]))
-    pads = list(attrs.get("pads", [0, 0, 0, 0])) if auto_pad == "NOTSET" else [0, 0, 0, 0]
+    strides = [int(v) for v in attrs.get("strides", [1, 1])]
     dil = list(attrs.get("dilations", [1, 1]))
-    ky = dil[0] * (kernel[0] - 1) + 1
-    kx = dil[1] * (kernel[1] - 1) + 1
-    gy = AxisGeom(ky, int(strides[0]), int(pads[0]), int(pads[2]))
-    gx = AxisGeom(kx, int(strides[1]), int(pads[1]), int(pads[3]))
+    ks = [dil[0] * (kernel[0] - 1) + 1, dil[1] * (kernel[1] - 1) + 1]
+    if auto_pad == "NOTSET":
+        pads = [int(v) for v in attrs.get("pads", [0, 0, 0, 0])]
+    elif auto_pad == "VALID":
+        pads = [0, 0, 0, 0]
+    else:
+        total = [max(0, (-(-n // st) - 1) * st + k - n) for n, st, k in zip(in_hw, strides, ks)]
+        before = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
+        pads = [before[0], before[1], total[0] - before[0], total[1] - before[1]]
+    ends = [pads[2], pads[3]]
     if attrs.get("ceil_mode", 0):
-        for g, n in ((gy, in_hw[0]), (gx, in_hw[1])):
-            span = n + g.pb + g.pe - g.k
-            if span % g.s:
+        for axis in (0, 1):
+            n, k, st, pb = in_hw[axis], ks[axis], strides[axis], pads[axis]
+            span = n + pb + ends[axis] - k
+            if span % st == 0:
+                continue
+            if not ceil_ok:
                 raise _unsupported(node, "ceil_mode=1 changes the output size here (export with ceil_mode=False)")
+            out = -(-span // st) + 1
+            if (out - 1) * st >= n + pb:  # the last window would start in the end padding: dropped
+                out -= 1
+            ends[axis] = max(ends[axis], (out - 1) * st + k - n - pb)
+    gy = AxisGeom(ks[0], strides[0], pads[0], ends[0])
+    gx = AxisGeom(ks[1], strides[1], pads[1], ends[1])
     return gy, gx, pads
 
 
@@ -158,7 +187,7 @@ class MaxPoolHandler(OpHandler):
         attrs = _attrs(node)
         if len([o for o in node.output if o]) > 1:
             raise _unsupported(node, "the Indices output is not supported")
-        gy, gx, _ = _window(node, attrs, tuple(attrs["kernel_shape"]), in_shape[1:])
+        gy, gx, _ = _window(node, attrs, tuple(attrs["kernel_shape"]), in_shape[1:], ceil_ok=True)
         stripped = _strip(node, pads=[0, 0, 0, 0], auto_pad=None, ceil_mode=None)
         return PrefixOp("MaxPool", node.name, stripped, gy, gx, -math.inf, in_shape[0], in_shape[0])
 
@@ -201,8 +230,8 @@ class ElementwiseConstHandler(PointwiseHandler):
         inputs = list(node.input)
         const_names = [n for n in inputs if n in consts]
         if len(const_names) != 1 or len(inputs) != 2:
-            raise _unsupported(node, "only an activation combined with one constant is supported (two activations "
-                                     "meet here: residual Add is not supported)")
+            raise _unsupported(node, "only an activation combined with one constant is handled here (two "
+                                     "activations combined are a merge)")
         value = consts[const_names[0]]
         shape4 = (1,) * max(0, 4 - value.ndim) + tuple(value.shape)
         if shape4[-1] != 1 or shape4[-2] != 1:
@@ -211,10 +240,62 @@ class ElementwiseConstHandler(PointwiseHandler):
                         const_inputs=tuple(const_names))
 
 
+class MergeHandler(abc.ABC):
+    """Parse one ONNX node that combines several activations. ``in_shapes``: ``(C, H, W)`` of each input."""
+
+    op_type: str = ""
+
+    def __init__(self, op_type: str | None = None) -> None:
+        if op_type is not None:
+            self.op_type = op_type
+
+    @abc.abstractmethod
+    def out_channels(self, node, in_shapes: list[tuple[int, int, int]]) -> int:
+        """Channels of the output, or raise UnsupportedOpError."""
+
+    def parse(self, node, consts: dict[str, np.ndarray], in_shapes: list[tuple[int, int, int]]) -> PrefixOp:
+        """Describe ``node`` as a pointwise :class:`PrefixOp` with ``is_merge=True`` or raise UnsupportedOpError."""
+        if any(name in consts for name in node.input if name):
+            raise _unsupported(node, "a merge of activations with a constant input is not supported")
+        if len({shape[1:] for shape in in_shapes}) != 1:
+            sizes = ", ".join(f"{h}x{w}" for _, h, w in in_shapes)
+            raise _unsupported(node, f"its inputs differ in spatial size ({sizes})")
+        return PrefixOp(node.op_type, node.name, node, POINTWISE, POINTWISE, 0.0, in_shapes[0][0],
+                        self.out_channels(node, in_shapes), is_merge=True)
+
+
+class ElementwiseMergeHandler(MergeHandler):
+    """``a (op) b`` of two activations of the same shape (residual Add, gating Mul)."""
+
+    def out_channels(self, node, in_shapes):
+        if len(in_shapes) != 2 or in_shapes[0] != in_shapes[1]:
+            shapes = ", ".join("x".join(map(str, shape)) for shape in in_shapes)
+            raise _unsupported(node, f"it broadcasts between activations of shapes {shapes}")
+        return in_shapes[0][0]
+
+
+class ConcatHandler(MergeHandler):
+    """Concatenation along the channel axis (Inception, SqueezeNet fire modules)."""
+
+    op_type = "Concat"
+
+    def out_channels(self, node, in_shapes):
+        axis = int(_attrs(node).get("axis", 1))
+        if axis not in (1, -3):
+            raise _unsupported(node, f"only concatenation along channels (axis 1) is supported, got axis {axis}")
+        return sum(shape[0] for shape in in_shapes)
+
+
 OP_HANDLERS: dict[str, OpHandler] = {h.op_type: h for h in (
     ConvHandler(), MaxPoolHandler(), AveragePoolHandler(), BatchNormalizationHandler(),
-    *(PointwiseHandler(t) for t in ("Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Identity", "LRN")),
+    *(PointwiseHandler(t) for t in ("Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
+                                    "Identity", "LRN")),
     *(ElementwiseConstHandler(t) for t in ("Add", "Sub", "Mul", "Div")),
 )}
 
-SUPPORTED_OPS = tuple(sorted(OP_HANDLERS))
+MERGE_HANDLERS: dict[str, MergeHandler] = {h.op_type: h for h in (
+    *(ElementwiseMergeHandler(t) for t in ("Add", "Sub", "Mul")),
+    ConcatHandler(),
+)}
+
+SUPPORTED_OPS = tuple(sorted(set(OP_HANDLERS) | set(MERGE_HANDLERS)))

@@ -56,14 +56,14 @@ def _named_param_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
         for module in getattr(model, part):
             if isinstance(module, NeuronMask | SelectFeatures):
                 continue
-            if any(True for _ in module.parameters(recurse=False)):
+            if any(True for _ in module.parameters()):  # recursive: residual blocks hold theirs in children
                 out.append((f"{part}.{position}", module))
             position += 1
     return out
 
 
 def _count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters(recurse=False))
+    return sum(p.numel() for p in module.parameters())
 
 
 def _shape(module: nn.Module) -> str:

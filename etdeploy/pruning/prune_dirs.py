@@ -182,7 +182,7 @@ def prune_dirs(model_dir: str | os.PathLike, ranking_dir: str | os.PathLike, *, 
                percent: float, out: str | os.PathLike, layers: Sequence[str] | None = None,
                finetune_epochs: int = 0, lr: float = 1e-3, batch_size: int = 32, seed: int = 0,
                force: bool = False, progress: bool = True,
-               split_images: Callable[[str, int], Any] | None = None) -> PruneRun:
+               split_images: Callable[[str, int], Any] | None = None, allow_other_data: bool = False) -> PruneRun:
     """Mask ``percent`` % of each layer by ``schedule``, optionally fine-tune, slice, check and save.
 
     ``model_dir``: a saved model; ``ranking_dir``: its ranking (:func:`~etdeploy.attribution.rank_dirs`);
@@ -191,7 +191,9 @@ def prune_dirs(model_dir: str | os.PathLike, ranking_dir: str | os.PathLike, *, 
     mask (default: every layer the ranking covers); ``finetune_epochs``/``lr``/``batch_size``/
     ``seed``: fine-tuning with the masks held (``seed`` also seeds the ``random`` schedule).
     ``split_images(split, size) -> ImageSplit``: where decoded images come from (default: decode
-    from ``dataset``; the pipeline passes its cache). Returns the :class:`PruneRun` (``prune.json``).
+    from ``dataset``; the pipeline passes its cache). ``allow_other_data``: use splits other than the
+    model's training data's (warns instead of refusing; :func:`~etdeploy.data.check_compatible`).
+    Returns the :class:`PruneRun` (``prune.json``).
     """
     from etdeploy.attribution.result import load_ranking
     from etdeploy.data.compat import check_compatible
@@ -214,7 +216,7 @@ def prune_dirs(model_dir: str | os.PathLike, ranking_dir: str | os.PathLike, *, 
     ranking = load_ranking(ranking_dir)
     rhash = ranking_sha256(ranking_dir)
     plan = plan_percent(model, ranking, schedule, percent, layers, seed=seed)
-    check_compatible(model, dataset, model_dir)
+    check_compatible(model, dataset, model_dir, split="test", allow_other_data=allow_other_data)
     source_fp = weights_fingerprint(model)
     load = split_images or (lambda s, px: load_split_images(dataset, s, px, progress=progress))
 

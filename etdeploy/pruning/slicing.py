@@ -7,9 +7,12 @@ input / output indices (``None`` = all) and returns a new module. The walk in :f
   column ``i`` of ``Linear_{k+1}`` are removed (activations map 0 to 0, so this is exact);
 - a masked flatten position: if every position of a channel of the last conv is masked, that channel
   is removed from the conv (filter + bias) and from every channel-wise layer between it and the
-  Flatten (ReLU, pooling, BatchNorm2d, dropout). A channel can only be removed when every layer in
-  that stretch is channel-wise: a LocalResponseNorm mixes channels, so with one there, no channel
-  is removed. Masked positions of channels that stay are dropped by a :class:`SelectFeatures`
+  Flatten (ReLU, pooling, BatchNorm2d, dropout, the classifier's adaptive average pool). A channel
+  can only be removed when every layer in that stretch is channel-wise: a LocalResponseNorm mixes
+  channels, so with one there, no channel is removed. A feature extractor that is not a plain chain
+  (:class:`~etdeploy.models.contract.OpaqueFeatures`: residual blocks, where a channel also feeds a
+  skip connection) is copied unchanged: no channel is ever removed from it. Masked positions of
+  channels that stay are dropped by a :class:`SelectFeatures`
   (``x.index_select(1, kept)``, one ONNX Gather) inserted right after the Flatten, and their
   columns of the first Linear are removed, so no flatten column is left zeroed
   (``flatten_columns_zeroed`` is always 0; kept in the record for older readers). When every
@@ -162,6 +165,7 @@ class SelectSlicer:
 
 _PASS = PassThroughSlicer()
 SLICERS: dict[type[nn.Module], Slicer] = {
+    nn.AdaptiveAvgPool2d: _PASS,
     nn.Linear: LinearSlicer(),
     nn.Conv2d: Conv2dSlicer(),
     nn.BatchNorm2d: BatchNorm2dSlicer(),
@@ -211,8 +215,21 @@ class ChannelPlan:
     reason: str
 
 
-def plan_channels(features: nn.Sequential, flat_width: int, flat_kept: list[int]) -> ChannelPlan:
-    """Decide which channels of the last conv can go (all their flattened positions masked)."""
+OPAQUE_REASON = "the feature extractor is made of blocks etdeploy does not look inside (e.g. residual)"
+
+
+def plan_channels(features: nn.Module, flat_width: int, flat_kept: list[int],
+                  before_flatten: tuple[nn.Module, ...] = ()) -> ChannelPlan:
+    """Decide which channels of the last conv can go (all their flattened positions masked).
+
+    ``before_flatten``: the classifier's layers before its Flatten (an adaptive pool), which sit in
+    the stretch between the last conv and the Flatten too. Features that are not a plain chain never
+    lose a channel.
+    """
+    from etdeploy.models.contract import is_plain_chain
+
+    if not is_plain_chain(features):
+        return ChannelPlan(None, 0, 0, (), False, OPAQUE_REASON)
     convs = [i for i, m in enumerate(features) if isinstance(m, nn.Conv2d)]
     if not convs:
         return ChannelPlan(None, 0, 0, (), False, "the model has no Conv2d")
@@ -226,7 +243,7 @@ def plan_channels(features: nn.Sequential, flat_width: int, flat_kept: list[int]
     blocker = None
     if conv.groups != 1:
         blocker = f"the last Conv2d is grouped (groups={conv.groups})"
-    for module in list(features)[lc + 1:]:
+    for module in [*list(features)[lc + 1:], *before_flatten]:
         if not slicer_for(module).channel_wise:
             blocker = f"{type(module).__name__} between the last conv and the flatten mixes channels"
             break
@@ -244,6 +261,7 @@ def slice_model(masked_model, *, context: dict[str, Any] | None = None):
     :func:`etdeploy.pruning.replay.apply_record` replays it on the same weights.
     """
     from etdeploy.models import dense_layers, weights_fingerprint
+    from etdeploy.models.contract import flatten_index
     from etdeploy.models.zoo import ETModel
 
     layers = dense_layers(masked_model)
@@ -257,19 +275,22 @@ def slice_model(masked_model, *, context: dict[str, Any] | None = None):
     full_width = old_select.in_width if old_select is not None else flat.width
     base = old_select.indices.tolist() if old_select is not None else range(flat.width)
     flat_positions = [int(base[i]) for i in kept["flatten"]]
-    plan = plan_channels(masked_model.features, full_width, flat_positions)
+    pre_flatten = tuple(masked_model.classifier)[:flatten_index(masked_model.classifier)]
+    plan = plan_channels(masked_model.features, full_width, flat_positions, pre_flatten)
     kept_channels = torch.tensor(plan.kept_channels, dtype=torch.long)
     channel_sel = kept_channels if plan.removable and len(plan.kept_channels) < plan.channels else None
 
     features = []
-    for i, module in enumerate(masked_model.features):
+    for i, module in enumerate(masked_model.features if plan.conv_index is not None else ()):
         slicer = slicer_for(module)
-        if plan.conv_index is None or i < plan.conv_index or channel_sel is None:
+        if i < plan.conv_index or channel_sel is None:
             features.append(slicer.slice(module, None, None))
         elif i == plan.conv_index:
             features.append(slicer.slice(module, None, channel_sel))
         else:
             features.append(slicer.slice(module, channel_sel, channel_sel))
+    # no conv to plan for (none, or an opaque extractor): the features are copied as they are
+    new_features = nn.Sequential(*features) if plan.conv_index is not None else copy.deepcopy(masked_model.features)
 
     # Positions of the new (channel-reduced) Flatten output that stay, in order.
     if channel_sel is not None:
@@ -312,6 +333,9 @@ def slice_model(masked_model, *, context: dict[str, Any] | None = None):
     conv_record = None if plan.conv_index is None else {
         "features_index": plan.conv_index, "channels": plan.channels, "positions_per_channel": plan.positions,
         "removed_channels": removed, "channel_removal_possible": plan.removable, "blocked_by": plan.reason}
+    if plan.reason == OPAQUE_REASON:
+        conv_record = {"features_index": None, "channels": None, "positions_per_channel": None,
+                       "removed_channels": [], "channel_removal_possible": False, "blocked_by": plan.reason}
     sliced_spec = None
     if spec is not None:
         meta = dict(spec.meta)
@@ -323,7 +347,7 @@ def slice_model(masked_model, *, context: dict[str, Any] | None = None):
                           **({k: context[k] for k in ("schedule", "percent", "ranking_sha256") if k in context}
                              if context else {})}
         sliced_spec = spec.replace(meta=meta)
-    sliced = ETModel(nn.Sequential(*features), nn.Sequential(*classifier), sliced_spec)
+    sliced = ETModel(new_features, nn.Sequential(*classifier), sliced_spec)
     dense_layers(sliced)
     sliced.train(masked_model.training)
     record = {"format": RECORD_FORMAT, "format_version": RECORD_VERSION,

@@ -83,12 +83,14 @@ def sweep_run(result, *, split: str, ranking_sha256: str) -> SweepRun:
 def sweep_dirs(model_dir: str | os.PathLike, ranking_dir: str | os.PathLike, *, dataset, schedules: Sequence[str],
                layer: str, split: str, out: str | os.PathLike, counts: Sequence[int] | None = None,
                percents: Sequence[float] | None = None, points: int = 21, seed: int = 0, force: bool = False,
-               progress: bool = True, split_images: Callable[[str, int], Any] | None = None) -> SweepRun:
+               progress: bool = True, split_images: Callable[[str, int], Any] | None = None,
+               allow_other_data: bool = False) -> SweepRun:
     """Accuracy (overall, per class) on ``split`` vs neurons of ``layer`` masked, per schedule, no retraining.
 
     ``counts`` or ``percents`` give the grid (default: ``points`` evenly spaced counts); ``seed``
     seeds the ``random`` schedule. ``split_images(split, size) -> ImageSplit``: where decoded images
-    come from (default: decode from ``dataset``). Every input is validated before the images are
+    come from (default: decode from ``dataset``). ``allow_other_data``: use splits other than the
+    model's training data's (warns instead of refusing; :func:`~etdeploy.data.check_compatible`). Every input is validated before the images are
     decoded. Returns the :class:`SweepRun` (``sweep.json``).
     """
     from etdeploy.attribution.result import load_ranking
@@ -111,7 +113,7 @@ def sweep_dirs(model_dir: str | os.PathLike, ranking_dir: str | os.PathLike, *, 
     names = resolve_layers(model, ranking, [layer])
     check_ranking(model, ranking, names)
     sweep_grid(ranking.layer(layer).width, counts=counts, percents=percents, points=points)
-    check_compatible(model, dataset, model_dir)
+    check_compatible(model, dataset, model_dir, split=split, allow_other_data=allow_other_data)
     load = split_images or (lambda s, px: load_split_images(dataset, s, px, progress=progress))
     data = load(split, model.spec.input_size)
     result = sweep(model, ranking, data.images, data.labels, layer=layer, schedules=schedules, counts=counts,

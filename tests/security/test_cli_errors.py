@@ -37,6 +37,8 @@ NORM = ["--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"]
 MISSING_FILE_CASES = {
     "data-info": (["data", "info", "--data", "{M}"], "data set folder does not exist"),
     "train": (["train", "--data", "{M}", "--epochs", "0", "--out", "{O}"], "data set folder does not exist"),
+    "import": (["import", "--arch", "tests.user_models:tiny_factory", "--weights", "{M}.pth", "--scale", "255",
+                "--class-names", "a,b", "--out", "{O}"], "weights file does not exist"),
     "evaluate": (["evaluate", "--model", "{M}"], "model directory does not exist"),
     "rank": (["rank", "--model", "{M}", "--out", "{O}"], "model directory does not exist"),
     "prune-model": (["prune", "--model", "{M}", "--ranking", "{M}", "--percent", "50", "--out", "{O}"],

@@ -12,6 +12,8 @@ from etdeploy.vocab import SPLITS
 
 def run_train(ctx: RunContext, tmp: Path) -> dict[str, Any]:
     from etdeploy.data import check_compatible
+    from etdeploy.data.compat import OtherDataError
+    from etdeploy.errors import ConfigError
     from etdeploy.models import count_parameters, load_model, save_model
     from etdeploy.training import evaluate_model, train_model, training_summary
 
@@ -19,7 +21,12 @@ def run_train(ctx: RunContext, tmp: Path) -> dict[str, Any]:
     ds = ctx.dataset()
     if m.load:
         model = load_model(m.load)
-        check_compatible(model, ds, m.load)
+        try:
+            check_compatible(model, ds, m.load)
+        except OtherDataError as exc:  # the run's data are [data]: the loaded model must have been trained on them
+            keys = ", ".join(f"[data] {'source' if name == 'data' else name}" for name, _, _ in exc.differences)
+            raise ConfigError(f"[model] load: {exc.reason}; set {keys} to the model's (the data it was trained on)",
+                              m.load) from exc
         evals = {s: evaluate_model(model, ds, s, images=ctx.split_images(s, model.spec.input_size))
                  for s in SPLITS}
         metrics = {"arch": model.spec.arch, "parameters": count_parameters(model), "classes": list(ds.classes),
