@@ -105,11 +105,10 @@ LOADERS: dict[str, tuple[str, Callable[[Path], dict[str, Any]]]] = {
 }
 
 
-def _assets(stage: str, root: Path) -> dict[str, bytes]:
-    if root.is_file():
-        return {}
-    return {f"{stage}/{p.relative_to(root).as_posix()}": p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.suffix in ASSET_SUFFIXES}
+def stage_assets(stage: str, root: Path, rels) -> dict[str, bytes]:
+    """The files among ``rels`` (paths relative to ``root``) that a report embeds or copies, keyed
+    ``<stage>/<rel>`` as :attr:`RunRecord.assets` expects."""
+    return {f"{stage}/{rel}": (root / rel).read_bytes() for rel in rels if rel.endswith(ASSET_SUFFIXES)}
 
 
 def record_from_artefacts(name: str, folders: dict[str, str | Path], *, dataset=None, data_source: str = "",
@@ -131,13 +130,14 @@ def record_from_artefacts(name: str, folders: dict[str, str | Path], *, dataset=
         if not path.exists():
             raise ReportError(f"{LOADERS[stage][0]} does not exist", path)
         stages[stage] = LOADERS[stage][1](path)
-        assets.update(_assets(stage, path))
-        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-        for p in files:
-            rel = p.name if path.is_file() else p.relative_to(path).as_posix()
-            artefacts[f"{stage}/{rel}"] = sha256_file(p)
-    order = ["data", "train", "rank", "sweep", "prune", "export", "parity", "explain", "fit"]
-    stages = {k: stages[k] for k in sorted(stages, key=lambda s: order.index(s) if s in order else len(order))}
+        if path.is_file():
+            artefacts[f"{stage}/{path.name}"] = sha256_file(path)
+            continue
+        rels = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+        assets.update(stage_assets(stage, path, rels))
+        artefacts.update({f"{stage}/{rel}": sha256_file(path / rel) for rel in rels})
+    order = ["data", *LOADERS]  # pipeline order
+    stages = {k: stages[k] for k in sorted(stages, key=order.index)}
     provenance = Provenance(versions=package_versions(), platform=platform_info(), command=tuple(command),
                             artefacts=artefacts)
     return RunRecord(name=name, stages=stages, provenance=provenance, assets=assets)

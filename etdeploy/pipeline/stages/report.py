@@ -18,14 +18,12 @@ def assemble_run_record(ctx: RunContext, stage_names: list[str]):
     """The :class:`~etdeploy.report.RunRecord` of the stages of ``ctx`` that have run."""
     from etdeploy.pipeline.runner import config_hash, read_run_file
     from etdeploy.report import Provenance, RunRecord
-    from etdeploy.report.artefacts import ASSET_SUFFIXES, package_versions, platform_info
+    from etdeploy.report.artefacts import package_versions, platform_info, stage_assets
 
     manifests = {name: ctx.manifest(name) for name in stage_names if (ctx.stage_dir(name) / "stage.json").is_file()}
     assets = {}
     for name, manifest in manifests.items():
-        for rel in manifest["artefacts"]:
-            if rel.endswith(ASSET_SUFFIXES):
-                assets[f"{name}/{rel}"] = (ctx.stage_dir(name) / rel).read_bytes()
+        assets.update(stage_assets(name, ctx.stage_dir(name), manifest["artefacts"]))
     provenance = Provenance(
         config=ctx.config.to_dict(), config_sha256=config_hash(ctx.config), seed=ctx.config.seed,
         torch_threads=read_run_file(ctx.out)["torch_threads"], versions=package_versions(),
