@@ -1,6 +1,7 @@
 """Occlusion benchmark: naive ORT vs incremental exact vs approximate vs Captum ``Occlusion``.
 
     .venv/bin/python benchmarks/occlusion.py [--quick | --full] [--threads 2] [--mini DIR]
+    .venv/bin/python benchmarks/occlusion.py --parts dag --models resnet18-224 --no-captum --out FILE
 
 Models: AlexNet-227 and VGG16-224 with random weights (exact timing does not depend on the weights),
 and a trained alexnet-mini (64 px) for the approximate mode's SSIM on real maps. ``--parts dag``: the
@@ -21,6 +22,7 @@ ratios within one run; R is KRYPTON's redundancy ratio (conv MACs, centred patch
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import tempfile
@@ -115,26 +117,31 @@ def bench_exact(name: str, arch, size: int, patches, stride: int, args, workdir:
         warm = slice(0, args.batch_size)  # warm-up: every session plans its batch shape once
         ex.logits_at(base, iy[warm], ix[warm])
         ex.naive_logits_at(image, iy[warm], ix[warm])
+        load = os.getloadavg()[0]
         t_naive, t_exact, ref, got = interleaved_times(ex, base, image, iy, ix, ex.suffix_batch_size)
         max_diff = float(np.abs(ref - got).max())
         captum_stride = patch  # Captum refuses strides larger than the window; this is its coarsest grid
-        t_captum_pp, n_captum = captum_seconds_per_position(model, image, patch, captum_stride, args.batch_size)
+        t_captum_pp, n_captum = (captum_seconds_per_position(model, image, patch, captum_stride, args.batch_size)
+                                 if args.captum else (None, 0))
         r = ex.redundancy_ratio()["R"]
         scale = n_full / n
+        captum_s = t_captum_pp * n_full if t_captum_pp is not None else None
         row = {
             "model": name, "patch": patch, "stride": stride, "grid": [ny, nx], "positions_timed": n,
             "captum_positions_timed": n_captum, "captum_stride_timed": captum_stride,
-            "naive_s": t_naive * scale, "exact_s": t_exact * scale, "captum_s": t_captum_pp * n_full,
+            "naive_s": t_naive * scale, "exact_s": t_exact * scale, "captum_s": captum_s,
             "R": r, "mac_ratio": ex.naive_macs_per_position / plan.macs_per_position,
-            "sessions": len(ex.graph.groups) + 1,
-            "exact_speedup": t_naive / t_exact, "exact_vs_captum": (t_captum_pp * n_full) / (t_exact * scale),
-            "max_abs_logit_diff": max_diff,
+            "sessions": len(plan.local) + 1, "groups": len(ex.graph.groups),
+            "exact_speedup": t_naive / t_exact,
+            "exact_vs_captum": captum_s / (t_exact * scale) if captum_s is not None else None,
+            "max_abs_logit_diff": max_diff, "load_average_1min_at_start": load,
         }
         row["speedup_over_R"] = row["exact_speedup"] / r
         rows.append(row)
-        print(f"  {name} P={patch}: naive {row['naive_s']:.1f}s exact {row['exact_s']:.1f}s captum "
-              f"{row['captum_s']:.1f}s speedup {row['exact_speedup']:.2f}x R {r:.2f} ({row['speedup_over_R']:.2f} R) "
-              f"vs captum {row['exact_vs_captum']:.2f}x", flush=True)
+        captum = f"captum {captum_s:.1f}s vs captum {row['exact_vs_captum']:.2f}x" if captum_s else "no captum"
+        print(f"  {name} P={patch}: naive {row['naive_s']:.1f}s exact {row['exact_s']:.1f}s speedup "
+              f"{row['exact_speedup']:.2f}x R {r:.2f} ({row['speedup_over_R']:.2f} R) {captum}; load {load:.1f}",
+              flush=True)
     return rows
 
 
@@ -193,6 +200,10 @@ def main(argv=None) -> int:
     parser.add_argument("--mini", default=None, help="Trained alexnet-mini directory (default: train one, 20 epochs).")
     parser.add_argument("--parts", default="exact,approx-mini,approx-alexnet",
                         help="Comma-separated subset of: exact, dag, approx-mini, approx-alexnet.")
+    parser.add_argument("--models", default=None,
+                        help="Comma-separated model names to run (e.g. resnet18-224,vgg16-224; default: all).")
+    parser.add_argument("--patches", default=None, help="Comma-separated patch sizes (default 16; --full: 8,16,32).")
+    parser.add_argument("--no-captum", dest="captum", action="store_false", help="Skip the Captum timing.")
     parser.add_argument("--out", default=str(ROOT / "reports" / "benchmarks" / "occlusion.json"))
     args = parser.parse_args(argv)
     args.positions = 32 if args.quick else (256 if args.full else 96)
@@ -206,6 +217,12 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     patches = (8, 16, 32) if args.full else (16,)
+    if args.patches:
+        patches = tuple(int(v) for v in args.patches.split(","))
+    wanted = set(args.models.split(",")) if args.models else None
+
+    def chosen(name: str) -> bool:
+        return wanted is None or name in wanted
     report: dict = {"protocol": __doc__.split("Timing protocol")[1].strip(), "threads": args.threads,
                     "batch_size": args.batch_size, "machine": platform.platform(), "python": platform.python_version(),
                     "note": "timed on a shared, loaded 2-core machine; absolute seconds are noisy, ratios less so",
@@ -215,8 +232,9 @@ def main(argv=None) -> int:
         parts = set(args.parts.split(","))
         if "exact" in parts:
             print("exact vs naive vs captum (random weights):", flush=True)
-            report["exact"] += bench_exact("alexnet-227", "alexnet", 227, patches, 4, args, workdir)
-            if not args.quick:
+            if chosen("alexnet-227"):
+                report["exact"] += bench_exact("alexnet-227", "alexnet", 227, patches, 4, args, workdir)
+            if not args.quick and chosen("vgg16-224"):
                 report["exact"] += bench_exact("vgg16-224", "vgg16", 224, patches, 4, args, workdir)
         if "dag" in parts:
             from tests.dag_models import InceptionV3, MobileNetV2, ResNet18, SqueezeNet11, randomise_bn
@@ -224,6 +242,9 @@ def main(argv=None) -> int:
             print("exact vs naive vs captum, branching CNNs (torchvision geometry, random weights):", flush=True)
             for name, factory, size in (("resnet18-224", ResNet18, 224), ("mobilenet_v2-224", MobileNetV2, 224),
                                         ("squeezenet1_1-224", SqueezeNet11, 224), ("inception_v3-299", InceptionV3, 299)):
+                if not chosen(name):
+                    continue
+
                 def build(factory=factory):
                     torch.manual_seed(0)
                     return randomise_bn(factory(5))
@@ -266,9 +287,10 @@ def main(argv=None) -> int:
     print(f"{'model':<18}{'P':>4}{'naive s':>10}{'exact s':>10}{'captum s':>10}{'speedup':>9}{'R':>7}{'sp/R':>7}"
           f"{'vs captum':>11}")
     for row in report["exact"]:
+        captum_s = f"{row['captum_s']:>10.1f}" if row["captum_s"] is not None else f"{'-':>10}"
+        vs_captum = f"{row['exact_vs_captum']:>11.2f}" if row["exact_vs_captum"] is not None else f"{'-':>11}"
         print(f"{row['model']:<18}{row['patch']:>4}{row['naive_s']:>10.1f}{row['exact_s']:>10.1f}"
-              f"{row['captum_s']:>10.1f}{row['exact_speedup']:>9.2f}{row['R']:>7.2f}{row['speedup_over_R']:>7.2f}"
-              f"{row['exact_vs_captum']:>11.2f}")
+              f"{captum_s}{row['exact_speedup']:>9.2f}{row['R']:>7.2f}{row['speedup_over_R']:>7.2f}{vs_captum}")
     for row in report["approx"]:
         for image_row in row["images"]:
             print(f"{row['model']:<24} approx {image_row['approx_speedup']:.1f}x over naive (exact "

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+#: Heading of the criteria comparison (benchmarks/criteria.py) that a rerun of this script keeps in COMPARISON.md.
+CRITERIA_HEADING = "## Importance criteria"
 
 PAPER = {
     "parameters": 58_301_829,
@@ -141,6 +143,9 @@ def main() -> None:
                "table3": table3, "stage_seconds": timing.get("stages", {}),
                "wall_seconds_this_invocation": round(time.perf_counter() - start, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
+    # the criteria comparison (benchmarks/criteria.py) lives in the same file: keep it across reruns
+    previous = (args.out / "COMPARISON.md").read_text() if (args.out / "COMPARISON.md").exists() else ""
+    kept = previous[previous.index(CRITERIA_HEADING):] if CRITERIA_HEADING in previous else ""
     for name in ("results.json", "COMPARISON.md"):
         if (args.out / name).exists():
             (args.out / name).unlink()
@@ -225,7 +230,8 @@ def main() -> None:
               "`class_ea_drill_hole.png` (paper Fig. 11).", "",
               "The full V&V report of this run is `runs/paper/report/report.html` (not committed: it embeds the "
               "model's figures; regenerate it with the command above). Numbers: `results.json`.", ""]
-    atomic_write_text(args.out / "COMPARISON.md", "\n".join(lines))
+    text = "\n".join(lines)
+    atomic_write_text(args.out / "COMPARISON.md", text + ("\n" + kept if kept else ""))
     print("\n".join(lines))
 
 

@@ -26,7 +26,8 @@ _EXPORTS: dict[str, str] = {
     "build_model": "etdeploy.models:build_model",
     "load_model": "etdeploy.models:load_model",
     "save_model": "etdeploy.models:save_model",
-    "import_torch_model": "etdeploy.importing:import_torch_model",        # import
+    "import_torch_model": "etdeploy.importing:import_torch_model",        # import --arch --weights
+    "import_onnx_model": "etdeploy.importing:import_onnx_model",          # import --onnx
     "train_model": "etdeploy.training:train_model",                      # train
     "evaluate_model": "etdeploy.training:evaluate_model",                # evaluate
     # ranking and pruning
@@ -43,6 +44,9 @@ _EXPORTS: dict[str, str] = {
     "fit_targets": "etdeploy.targets:fit_targets",                        # fit
     "read_fit": "etdeploy.targets:read_fit",
     "load_profiles": "etdeploy.targets:load_profiles",                    # targets list
+    "package_export": "etdeploy.packaging:package_export",               # package --export
+    "package_onnx": "etdeploy.packaging:package_onnx",                   # package --onnx --model
+    "read_package": "etdeploy.packaging:read_package",
     # explanations
     "explain_images": "etdeploy.occlusion:explain_images",                # explain
     "NaiveOcclusionExecutor": "etdeploy.occlusion:NaiveOcclusionExecutor",

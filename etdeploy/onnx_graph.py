@@ -235,3 +235,26 @@ def batch1_macs(model) -> int:
         if shape is not None and value.name not in shapes:
             shapes[value.name] = shape
     return sum(node_macs(node, shapes.get) for node in graph.node)
+
+
+#: Nodes a classifier's output may pass through after its final activation.
+OUTPUT_PASS_THROUGH = ("Identity", "Cast")
+
+
+def final_activation(model) -> tuple[str, str] | None:
+    """``(op_type, input tensor name)`` of the ``Softmax``/``LogSoftmax`` that produces a classifier's
+    2-D output over its class axis (past ``Identity``/``Cast`` nodes): the input is the logits tensor.
+    ``None`` when the output is not produced that way (it then is the logits itself)."""
+    graph = model.graph
+    output = graph.output[0]
+    producers = {out: node for node in graph.node for out in node.output}
+    node = producers.get(output.name)
+    while node is not None and node.op_type in OUTPUT_PASS_THROUGH:
+        node = producers.get(node.input[0])
+    if node is None or node.op_type not in ("Softmax", "LogSoftmax"):
+        return None
+    rank = len(output.type.tensor_type.shape.dim)
+    axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+    if rank != 2 or axis not in (-1, 1):
+        return None
+    return node.op_type, node.input[0]

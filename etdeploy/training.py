@@ -239,7 +239,11 @@ def training_summary(model_dir) -> dict:
     """What a model directory says about its training (``metrics.json`` + spec): the train stage's summary.
 
     Keys: ``arch``, ``parameters``, ``input_size``, ``accuracy`` (per split), ``per_class_test_accuracy``,
-    ``confusion_test``, ``history``, ``best_epoch``, ``weights_sha256``.
+    ``confusion_test``, ``history``, ``best_epoch``, ``weights_sha256``; for an imported model also
+    ``imported`` (the spec's ``meta["imported"]``: file, SHA-256, route, normalisation, the import's
+    original-vs-imported logit check) and ``interface`` (``meta["interface"]``, ONNX imports). A model
+    imported without data has no ``metrics.json``: its ``accuracy`` is ``None`` and the per-class and
+    confusion entries are empty.
     """
     from pathlib import Path
 
@@ -248,9 +252,18 @@ def training_summary(model_dir) -> dict:
     from etdeploy.models.serialization import SPEC_FILE, WEIGHTS_FILE
 
     model_dir = Path(model_dir)
+    spec = read_json_artefact(model_dir / SPEC_FILE, what="model spec", format="etdeploy-model", error=ModelError)
+    meta = (spec.get("spec") or {}).get("meta") or {}
+    origin = {k: meta[k] for k in ("imported", "interface") if k in meta}
+    if origin.get("imported") is not None and not (model_dir / "metrics.json").exists():
+        from etdeploy.models import count_parameters, load_model
+
+        return {"arch": spec["spec"]["arch"], "parameters": count_parameters(load_model(model_dir)),
+                "input_size": spec["spec"]["input_size"], "accuracy": None, "per_class_test_accuracy": [],
+                "confusion_test": [], "history": [], "best_epoch": None,
+                "weights_sha256": sha256_file(model_dir / WEIGHTS_FILE), **origin}
     metrics = read_json_artefact(model_dir / "metrics.json", what="training metrics (written by etdeploy train)",
                                  error=ModelError)
-    spec = read_json_artefact(model_dir / SPEC_FILE, what="model spec", format="etdeploy-model", error=ModelError)
     try:
         ev = metrics["evaluation"]
         return {"arch": metrics["arch"], "parameters": metrics["parameters"],
@@ -260,6 +273,6 @@ def training_summary(model_dir) -> dict:
                 "confusion_test": ev["test"]["confusion"],
                 "history": metrics.get("training", {}).get("history", []),
                 "best_epoch": metrics.get("training", {}).get("best_epoch"),
-                "weights_sha256": sha256_file(model_dir / WEIGHTS_FILE)}
+                "weights_sha256": sha256_file(model_dir / WEIGHTS_FILE), **origin}
     except (KeyError, TypeError) as exc:
         raise ModelError(f"training metrics lack {exc}", model_dir / "metrics.json") from exc

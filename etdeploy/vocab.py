@@ -25,6 +25,10 @@ ATTRIBUTION_DTYPES: tuple[str, ...] = ("float32", "float64")
 
 #: Pruning schedules (:data:`etdeploy.pruning.schedules.SCHEDULES`); ``class-ea`` takes ``:<class>``.
 SCHEDULES: tuple[str, ...] = ("bottom-first", "top-first", "random", "class-ea")
+#: Importance criteria usable as schedules (:data:`etdeploy.pruning.criteria.CRITERIA`).
+CRITERIA: tuple[str, ...] = ("magnitude", "magnitude-l1", "taylor", "activation", "apoz", "ig-vote", "class-balanced")
+#: Spacing of a sweep's default grid: even, or a quarter of the points up to 80 % and the rest beyond.
+SWEEP_GRIDS: tuple[str, ...] = ("uniform", "dense-tail")
 
 #: What ``export`` does with a model that still has NeuronMask layers.
 EXPORT_MASK_MODES: tuple[str, ...] = ("refuse", "keep", "drop")
@@ -38,6 +42,9 @@ FLAT_MAP_RANGE: float = 0.05
 
 #: Precisions a target profile declares.
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+
+#: Instruction sets a flight bundle's C is checked on (:data:`etdeploy.packaging.csource.ISAS`).
+PACKAGE_ISAS: tuple[str, ...] = ("host", "ppc", "arm", "sparc")
 
 
 def choices_text(names: tuple[str, ...]) -> str:

@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "etdeploy"
 
 OUTER = ("cli", "pipeline", "api")
 REPORT = ("report",)
-CORE = ("attribution", "pruning", "export", "occlusion", "targets", "models", "data", "importing")
+CORE = ("attribution", "pruning", "export", "occlusion", "targets", "models", "data", "importing", "packaging")
 BASE = ("errors", "fileio", "onnx_graph", "ort_session", "onnx_safety", "training", "progress", "vocab",
         "records")
 PACKAGE_INIT = ("__init__",)  # etdeploy/__init__.py: version + lazy re-exports of etdeploy.models

@@ -104,3 +104,40 @@ def test_explain_errors_are_one_line(tmp_path, cli_model, bundled, capsys):
     assert main(base + ["--tau", "0.5", "--out", str(tmp_path / "d")]) == 2
     assert "--mode approx only" in capsys.readouterr().err
     assert not any((tmp_path / d).exists() for d in "abcd")
+
+
+def test_explain_approx_defaults_work_on_a_confident_model(tmp_path, bundled, capsys):
+    """The README's ``--mode approx`` line on a model whose probability maps are flat (issue 16): the tuner falls
+    back to logit maps and says so; one usable tuning map gives a loud warning (stderr and summary.json), and
+    ``--min-tune-maps 2`` refuses it (exit 2, nothing written)."""
+    import torch
+
+    from tests.test_occlusion_approx_dag import Confident
+
+    torch.manual_seed(0)
+    onnx_path = export_onnx(Confident(), tmp_path / "confident.onnx", 16)
+    images = _images(bundled, 2)
+    base = ["explain", "--onnx", onnx_path, "--mean", "0.4,0.4,0.4", "--std", "0.2,0.2,0.2", "--patch", "4",
+            "--stride", "2", "--mode", "approx", "--no-progress"]
+    out = tmp_path / "approx"
+    result = CliRunner().invoke(cli, [*base, "--image", images[0], "--image", images[1], "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "note: 2 of 2 'prob' tuning maps are flat (range < 0.05); tuned on 'logit' maps" in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["map_kind"] == "prob" and summary["run"]["map_kind"] == "logit"
+    tuning = summary["tuning"]
+    assert (tuning["map_kind"], tuning["requested_map_kind"]) == ("logit", "prob") and tuning["fallback"]
+    assert tuning["used_images"] == [0, 1] and tuning["min_ssim"] >= 0.95
+
+    single = tmp_path / "single"
+    assert summary["tuning"]["warning"] is None
+    capsys.readouterr()
+    assert main([*base, "--image", images[0], "--out", str(single), "--min-tune-maps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "too few usable tuning maps: 2 needed" in err and "--min-tune-maps 1" in err
+    assert not single.exists()
+    result = CliRunner().invoke(cli, [*base, "--image", images[0], "--out", str(single)])
+    assert result.exit_code == 0, result.output
+    assert "WARNING: tuned on a single usable 'logit' map: a setting tuned on a single map" in result.stderr
+    tuning = json.loads((single / "summary.json").read_text())["tuning"]
+    assert tuning["used_images"] == [0] and tuning["warning"].startswith("tuned on a single usable 'logit' map")

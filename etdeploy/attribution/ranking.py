@@ -14,6 +14,7 @@ expected attributions in constant memory (:class:`~etdeploy.attribution.expected
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ from torch import nn
 
 from etdeploy.attribution.expected import ExpectedAttribution
 from etdeploy.attribution.integrated import neuron_integrated_gradients
+from etdeploy.attribution.neuron_stats import STATISTICS, NeuronStatistics, loss_gradient, vote_scores, weight_norms
 from etdeploy.attribution.quadrature import DEFAULT_METHOD, DEFAULT_STEPS, quadrature
 from etdeploy.attribution.result import LayerAttribution, Ranking
 from etdeploy.errors import AttributionError
@@ -69,9 +71,17 @@ def _settings(steps: int, method: str, layers: Sequence[str], n_images: int, dty
               seed: int | None, extra: dict[str, Any] | None) -> dict[str, Any]:
     settings = {"steps": int(steps), "method": method, "layers": list(layers), "n_images": int(n_images),
                 "dtype": dtype, "split": split, "seed": seed, "baseline": "zero",
-                "outputs": "softmax probability", "loss": "cross-entropy of the true label"}
+                "outputs": "softmax probability", "loss": "cross-entropy of the true label",
+                "statistics": dict(STATISTICS)}
     settings.update(extra or {})
     return settings
+
+
+def with_statistics(la: LayerAttribution, stats: NeuronStatistics, class_counts: Sequence[int],
+                    norms: dict[str, np.ndarray] | None = None) -> LayerAttribution:
+    """``la`` with its criteria statistics (:mod:`~etdeploy.attribution.neuron_stats`) attached."""
+    criteria = {**stats.result(), "ig_vote": vote_scores(la.ea_class, class_counts), **(norms or {})}
+    return dataclasses.replace(la, criteria={k: criteria[k] for k in sorted(criteria)})
 
 
 def rank_model(model: nn.Module, images_uint8: np.ndarray, labels: np.ndarray, *,
@@ -125,6 +135,7 @@ def rank_model(model: nn.Module, images_uint8: np.ndarray, labels: np.ndarray, *
     split_at = {chosen[name].split: name for name in names}
     last = max(split_at)
     accs = {name: ExpectedAttribution(name, chosen[name].width, num_classes, num_classes) for name in names}
+    stats = {name: NeuronStatistics(chosen[name].width) for name in names}
 
     starts = range(0, n_images, batch_size)
     for start in progress_bar(starts, desc="rank", total=len(starts), enabled=progress, unit="batch"):
@@ -145,9 +156,11 @@ def rank_model(model: nn.Module, images_uint8: np.ndarray, labels: np.ndarray, *
             _check_activations(name, h, start)
             ig = neuron_integrated_gradients(tails[name], h, yb, weights, alphas)
             accs[name].update(h, ig, yb)
+            stats[name].update(h, loss_gradient(tails[name], h, yb))
 
-    results = {name: accs[name].result() for name in names}
     counts = tuple(int(c) for c in torch.bincount(y, minlength=num_classes).tolist())
+    results = {name: with_statistics(accs[name].result(), stats[name], counts, weight_norms(model, name))
+               for name in names}
     settings = _settings(steps, method, names, n_images, dtype, split, seed, extra_settings)
     return Ranking(layers=results, classes=tuple(spec.class_names), class_counts=counts,
                    model_fingerprint=weights_fingerprint(model), settings=settings)
@@ -161,7 +174,9 @@ def layer_attributions(activations: torch.Tensor | np.ndarray, g: nn.Module, lab
 
     ``activations``: ``(N, m)`` ``H(x)`` of every image (float32 or float64; ``g`` must have the same
     dtype and be in eval mode); ``g``: ``(batch, m) -> (batch, n)`` logits; ``labels``: ``(N,)`` in
-    ``[0, K)`` with ``K = num_classes`` (default ``n``). Returns a :class:`LayerAttribution`.
+    ``[0, K)`` with ``K = num_classes`` (default ``n``). Returns a :class:`LayerAttribution` with the
+    data-dependent criteria statistics (``taylor``, ``apoz``, ``ig_vote``; the weight norms need the
+    model and come only from :func:`rank_model`).
     """
     weights, alphas = quadrature(method, steps)
     h_all = torch.as_tensor(activations)
@@ -175,10 +190,13 @@ def layer_attributions(activations: torch.Tensor | np.ndarray, g: nn.Module, lab
     k = n if num_classes is None else int(num_classes)
     y = _check_labels(labels, h_all.shape[0], k)
     acc = ExpectedAttribution(layer, h_all.shape[1], n, k)
+    stats = NeuronStatistics(h_all.shape[1])
     starts = range(0, h_all.shape[0], batch_size)
     for start in progress_bar(starts, desc=layer, total=len(starts), enabled=progress, unit="batch"):
         h = h_all[start:start + batch_size]
         _check_activations(layer, h, start)
-        acc.update(h, neuron_integrated_gradients(g, h, y[start:start + batch_size], weights, alphas),
-                   y[start:start + batch_size])
-    return acc.result()
+        yb = y[start:start + batch_size]
+        acc.update(h, neuron_integrated_gradients(g, h, yb, weights, alphas), yb)
+        stats.update(h, loss_gradient(g, h, yb))
+    counts = torch.bincount(y, minlength=k).tolist()
+    return with_statistics(acc.result(), stats, counts)

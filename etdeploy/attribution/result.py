@@ -34,7 +34,10 @@ class LayerAttribution:
     - ``ea`` ``(m, n)``: ``E_ij = sum_k E^k_ij P(y=k)``;
     - ``ea_class`` ``(K, m, n)``: ``E^k_ij`` (NaN rows where class k had no images);
     - ``gap_mean`` / ``gap_max``: completeness gap ``|sum_i A_ij - (G_j(h) - G_j(0))|`` statistics;
-    - ``loss_gap_mean`` / ``loss_gap_max``: the same for the loss attribution ``A^L`` (NaN if unknown).
+    - ``loss_gap_mean`` / ``loss_gap_max``: the same for the loss attribution ``A^L`` (NaN if unknown);
+    - ``criteria``: ``(m,)`` statistics of the other importance criteria by name (``taylor``, ``apoz``,
+      ``weight_l1``, ``weight_l2``, ``ig_vote``: :mod:`etdeploy.attribution.neuron_stats`); empty for a
+      ranking written before they existed.
     """
 
     layer: str
@@ -48,6 +51,7 @@ class LayerAttribution:
     gap_max: float
     loss_gap_mean: float = float("nan")
     loss_gap_max: float = float("nan")
+    criteria: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def width(self) -> int:
@@ -75,6 +79,8 @@ class Ranking:
 
 
 _FIELDS = ("live", "activation_mean", "rank", "rank_class", "ea", "ea_class")
+#: Key infix of the criteria statistics in ``attributions.safetensors``: ``<layer>.criteria.<name>``.
+CRITERIA_KEY = "criteria"
 
 
 def ranking_arrays(ranking: Ranking) -> dict[str, np.ndarray]:
@@ -83,6 +89,8 @@ def ranking_arrays(ranking: Ranking) -> dict[str, np.ndarray]:
         for f in _FIELDS:
             arr = getattr(la, f)
             out[f"{name}.{f}"] = np.ascontiguousarray(arr.astype(np.uint8 if f == "live" else np.float64))
+        for stat, arr in la.criteria.items():
+            out[f"{name}.{CRITERIA_KEY}.{stat}"] = np.ascontiguousarray(np.asarray(arr, dtype=np.float64))
     return out
 
 
@@ -124,13 +132,18 @@ def load_ranking(directory: str | os.PathLike) -> Ranking:
         for f, shape in expected.items():
             if tuple(got[f].shape) != shape:
                 raise AttributionError(f"{name}.{f} has shape {tuple(got[f].shape)}, expected {shape}", arrays_path)
+        prefix = f"{name}.{CRITERIA_KEY}."
+        criteria = {key[len(prefix):]: arrays[key] for key in sorted(arrays) if key.startswith(prefix)}
+        for stat, arr in criteria.items():
+            if tuple(arr.shape) != (m,):
+                raise AttributionError(f"{prefix}{stat} has shape {tuple(arr.shape)}, expected {(m,)}", arrays_path)
         layers[name] = LayerAttribution(layer=name, live=got["live"].astype(bool),
                                         activation_mean=got["activation_mean"], rank=got["rank"],
                                         rank_class=got["rank_class"], ea=got["ea"], ea_class=got["ea_class"],
                                         gap_mean=float(info.get("gap_mean", float("nan"))),
                                         gap_max=float(info.get("gap_max", float("nan"))),
                                         loss_gap_mean=_float_or_nan(info.get("loss_gap_mean")),
-                                        loss_gap_max=_float_or_nan(info.get("loss_gap_max")))
+                                        loss_gap_max=_float_or_nan(info.get("loss_gap_max")), criteria=criteria)
     return Ranking(layers=layers, classes=classes, class_counts=counts, model_fingerprint=fingerprint,
                    settings=dict(summary.get("settings") or {}))
 

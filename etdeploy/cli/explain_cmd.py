@@ -39,12 +39,16 @@ def _floats3(ctx, param, value):
 @click.option("--stage1-stride", type=click.IntRange(min=2), default=None, help="approx: stage-1 stride (2 x S).")
 @click.option("--tune-image", "tune_images", multiple=True, type=click.Path(dir_okay=False),
               help="approx: tuning image(s) (default: the first two --image).")
+@click.option("--min-tune-maps", type=click.IntRange(min=1), default=1, show_default=True,
+              help="approx: refuse (exit 2) to tune on fewer usable (non-flat) maps. Tuning on a single map, "
+                   "which guards no other image, prints a WARNING on stderr and is recorded in summary.json.")
 @click.option("--class", "classes", multiple=True, type=click.IntRange(min=0),
               help="Class index to explain; repeat for several (default: the predicted class).")
 @click.option("--map-kind", type=click.Choice(MAP_KINDS), default="prob",
               show_default=True, help="Map value: class probability, its drop, logit or log-probability.")
 @click.option("--model", "model_dir", type=click.Path(file_okay=False), default=None,
-              help="Model directory: mean/std and class names (else give --mean and --std).")
+              help="Model directory whose export --onnx is (checked): mean/std and class names (else give --mean "
+                   "and --std).")
 @click.option("--mean", callback=_floats3, default=None, help="Per-channel mean on [0, 1], e.g. 0.45,0.43,0.40.")
 @click.option("--std", callback=_floats3, default=None, help="Per-channel std on [0, 1].")
 @click.option("--patch-value", type=float, default=0.0, show_default=True,
@@ -56,8 +60,8 @@ def _floats3(ctx, param, value):
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @progress_option
 def explain(onnx_path, images, patch, stride, mode, target_ssim, tau, r_drill, ssim_margin, stage1_stride, tune_images,
-            classes, map_kind, model_dir, mean, std, patch_value, batch_size, threads, check_ssim, out, force,
-            progress) -> None:
+            min_tune_maps, classes, map_kind, model_dir, mean, std, patch_value, batch_size, threads, check_ssim, out,
+            force, progress) -> None:
     """Occlusion maps (.npy + PNG overlay per image and class), summary.json and timing.json in OUT."""
     import time
 
@@ -67,11 +71,13 @@ def explain(onnx_path, images, patch, stride, mode, target_ssim, tau, r_drill, s
     class_names = None
     input_size = None
     if model_dir is not None:
+        from etdeploy.export.match import check_export_of
         from etdeploy.models import load_model
 
         spec = load_model(model_dir).spec
-        mean = mean or tuple(spec.mean)
-        std = std or tuple(spec.std)
+        match = check_export_of(onnx_path, model_dir)  # the file must be this model's export (exit 2 if not)
+        mean = mean or match.mean  # the ONNX input's normalisation (an imported model's export keeps the original's)
+        std = std or match.std
         class_names = list(spec.class_names)
         input_size = spec.input_size
     if mean is None or std is None:
@@ -87,14 +93,19 @@ def explain(onnx_path, images, patch, stride, mode, target_ssim, tau, r_drill, s
         input_size=input_size, patch=patch, stride=stride, mode=mode, map_kind=map_kind, classes=classes,
         target_ssim=target_ssim, ssim_margin=ssim_margin, tau=tau, r_drill=r_drill, stage1_stride=stage1_stride,
         tune_images=[ExplainInput.from_file(p) for p in tune_images] or None, check_ssim=check_ssim,
-        patch_value=patch_value, batch_size=batch_size, threads=threads, force=force, progress=progress)
+        patch_value=patch_value, batch_size=batch_size, threads=threads, force=force, progress=progress,
+        min_tuning_maps=min_tune_maps)
 
     t = run.tuning
     if t is not None:
         flat = f"; {len(t.flat_images)} flat map(s) left out" if t.flat_images else ""
         click.echo(f"tuned: tau={t.tau} r_drill={t.r_drill} stage1_stride={t.stage1_stride} min SSIM "
-                   f"{t.min_ssim:.3f} (asked {t.required_ssim:.2f}) on {len(t.used_images)} map(s), modelled "
-                   f"speedup {t.modelled_speedup:.1f}x{flat}")
+                   f"{t.min_ssim:.3f} (asked {t.required_ssim:.2f}) on {len(t.used_images)} '{t.map_kind}' map(s), "
+                   f"modelled speedup {t.modelled_speedup:.1f}x{flat}")
+        if t.fallback:
+            click.echo(f"note: {t.fallback}", err=True)
+        if t.warning:
+            click.echo(f"WARNING: {t.warning}", err=True)
     for image in run.images:
         speedup = f", modelled speedup {image.modelled_speedup:.1f}x" if image.modelled_speedup else ""
         click.echo(f"{image.file}: predicted {run.classes[image.predicted]} ({image.probability:.3f}); "

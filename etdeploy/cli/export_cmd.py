@@ -25,6 +25,10 @@ def export(model_dir, out, opset, masks, force) -> None:
         click.echo(f"{name}: {info.bytes:,} bytes, {info.parameters:,} parameters, opset {info.opset}, "
                    f"IR {info.ir_version}, sha256 {info.sha256[:16]}...")
         click.echo(f"  ops: {ops}")
+    if run.interface is not None:
+        affine = "" if run.interface.input_affine is None else ", input scaling re-applied (Mul/Add)"
+        click.echo(f"interface kept: input {run.input['name']!r} {run.interface.layout} {run.input['shape']}"
+                   f"{affine}; output {run.output['name']!r} ({run.interface.output})")
     check = run.simplification_check
     click.echo(f"simplified vs exported: max |delta logit| {check.max_abs_logit_delta:.3g} "
                f"(tolerance {check.tolerance:g})")

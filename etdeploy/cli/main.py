@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "explain": "etdeploy.cli.explain_cmd:explain",
     "targets": "etdeploy.cli.targets_cmd:targets",
     "fit": "etdeploy.cli.targets_cmd:fit",
+    "package": "etdeploy.cli.package_cmd:package",
     "config": "etdeploy.cli.run_cmd:config",
     "run": "etdeploy.cli.run_cmd:run",
     "report": "etdeploy.cli.report_cmd:report",

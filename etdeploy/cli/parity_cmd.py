@@ -1,4 +1,5 @@
-"""``etdeploy parity``: masked torch, sliced torch, model.onnx and model.sim.onnx agree on one split."""
+"""``etdeploy parity``: masked torch, sliced torch, model.onnx and model.sim.onnx (and an imported model's
+original ONNX file) agree on one split."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ from etdeploy.vocab import SPLITS
 @click.option("--export", "export_dir", required=True, type=click.Path(), help="Directory written by `etdeploy export`.")
 @click.option("--masked", "masked_dir", default=None, type=click.Path(),
               help="Masked model directory (before slicing); adds the masked torch model to the comparison.")
+@click.option("--original", "original_dir", default=None, type=click.Path(),
+              help="For an imported model: the directory `etdeploy import --onnx` wrote (it keeps original.onnx), "
+                   "or the weights file given to `etdeploy import --arch`; adds the original model to the "
+                   "comparison (default: --model itself when it holds original.onnx).")
 @model_data_options
 @click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True)
 @click.option("--tol", type=click.FloatRange(min=0, min_open=True), default=1e-5, show_default=True,
@@ -26,9 +31,10 @@ from etdeploy.vocab import SPLITS
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @progress_option
-def parity(model_dir, export_dir, masked_dir, data, grouping, recipe, cap, data_seed, allow_other_data, split, tol,
-           reference_images, reference_tol, out_file, force, as_json, progress) -> None:
-    """Compare masked torch, sliced torch, model.onnx and model.sim.onnx on one split.
+def parity(model_dir, export_dir, masked_dir, original_dir, data, grouping, recipe, cap, data_seed, allow_other_data,
+           split, tol, reference_images, reference_tol, out_file, force, as_json, progress) -> None:
+    """Compare masked torch, sliced torch, model.onnx and model.sim.onnx on one split (and, for a model
+    imported from ONNX, the original ONNX file).
 
     Exits 2 with every mismatch listed when any two disagree on a top-1 label or by more than TOL.
     """
@@ -43,7 +49,7 @@ def parity(model_dir, export_dir, masked_dir, data, grouping, recipe, cap, data_
     dataset = open_data_from_options(data, grouping, recipe, cap, data_seed, model_dir=model_dir)
     run = parity_from_dirs(model_dir, export_dir, masked_dir=masked_dir, dataset=dataset, split=split, tol=tol,
                            reference_images=reference_images, reference_tol=reference_tol, progress=progress,
-                           raise_on_mismatch=False, allow_other_data=allow_other_data)
+                           raise_on_mismatch=False, allow_other_data=allow_other_data, original=original_dir)
     if out_file is not None:
         atomic_write_json(out_file, run.to_dict(), overwrite=force)
     if as_json:

@@ -8,12 +8,14 @@ import click
 
 from etdeploy.cli.options import model_data_options, open_data_from_options, progress_option
 from etdeploy.cli.params import NUMBERS, STRINGS, schedule_help
+from etdeploy.vocab import CRITERIA
 
 
 @click.command()
 @click.option("--model", "model_dir", required=True, type=click.Path(), help="Trained model directory.")
 @click.option("--ranking", "ranking_dir", required=True, type=click.Path(), help="Ranking directory of that model.")
-@click.option("--schedule", default="bottom-first", show_default=True, help=f"{schedule_help()}.")
+@click.option("--schedule", default="bottom-first", show_default=True,
+              help=f"{schedule_help()}; or an importance criterion: {', '.join(CRITERIA)}.")
 @click.option("--percent", type=float, required=True, help="Masking percentage per layer, in [0, 100).")
 @click.option("--layers", type=STRINGS, default=None,
               help="Comma-separated layers to mask (default: every layer the ranking covers).")

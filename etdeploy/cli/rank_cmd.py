@@ -34,8 +34,9 @@ def rank(model_dir, data, grouping, recipe, cap, data_seed, allow_other_data, sp
 
     Writes OUT/summary.json (counts, completeness gaps, settings), OUT/<layer>.csv (one row per
     neuron: live flag, activation mean, rank, per-class rank, expected attributions),
-    OUT/attributions.safetensors (exact arrays, read back by the pruning commands) and OUT/rank.json
-    (what a report shows: counts, best and worst neurons, rank histograms).
+    OUT/attributions.safetensors (exact arrays, read back by the pruning commands, with the statistics
+    of the other importance criteria: Taylor, APoZ, weight norms, IG class vote, from the same images)
+    and OUT/rank.json (what a report shows: counts, best and worst neurons, rank histograms).
     """
     from etdeploy.attribution import rank_dirs
 

@@ -1,7 +1,9 @@
 """Is this data set the one a model was made for? One check, used by every command and stage.
 
 A model's spec records the data it was trained on (:meth:`DataSet.training_record`: source,
-resolved root, grouping, recipe, seed, cap). Two things are checked against it:
+resolved root, grouping, recipe, seed, cap; an imported model records the data it was evaluated on
+at import, ``meta["evaluated_on"]``, the same way: commands default to them, but no leakage check
+applies since its training data are unknown). Two things are checked against it:
 
 - the classes, in the model's order (always: anything else is meaningless output);
 - the split identity (:class:`~etdeploy.data.sources.DataIdentity`): a different source, grouping,
@@ -51,13 +53,10 @@ class OtherDataError(DataError):
         super().__init__(f"{reason}; {advice}" if advice else reason, path)
 
 
-def recorded_data(model: Any) -> DataIdentity | None:
-    """The data a model was trained on, from its spec; ``None`` when the spec records none.
-
-    ``model``: an ``ETModel``, a ``ModelSpec``, or a model directory (only its ``spec.json`` is
-    read: a missing spec is left for the model loader to report). A file given for a directory is
-    refused with how to import it (:func:`etdeploy.models.paths.require_model_dir`).
-    """
+def _spec_meta(model: Any) -> dict:
+    """``spec.meta`` of an ``ETModel``, a ``ModelSpec`` or a model directory (only its ``spec.json`` is
+    read: a missing or bad spec gives ``{}`` and is left for the model loader to report). A file given
+    for a directory is refused with how to import it (:func:`etdeploy.models.paths.require_model_dir`)."""
     if isinstance(model, (str, os.PathLike)):
         from etdeploy.fileio import read_json_artefact
         from etdeploy.models.paths import require_model_dir
@@ -67,13 +66,27 @@ def recorded_data(model: Any) -> DataIdentity | None:
         try:
             doc = read_json_artefact(directory / SPEC_FILE, what="model spec")
         except EtdeployError:
-            return None  # the model loader names what is wrong with the spec
+            return {}
         spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
-        meta = spec.get("meta") if isinstance(spec.get("meta"), dict) else {}
-        return DataIdentity.from_recorded(meta.get("trained_on"))
+        return spec.get("meta") if isinstance(spec.get("meta"), dict) else {}
     spec = getattr(model, "spec", model)
-    meta = getattr(spec, "meta", None) or {}
-    return DataIdentity.from_recorded(meta.get("trained_on"))
+    return getattr(spec, "meta", None) or {}
+
+
+def recorded_data(model: Any) -> DataIdentity | None:
+    """The data a model was trained on, from its spec; ``None`` when the spec records none.
+
+    ``model``: an ``ETModel``, a ``ModelSpec``, or a model directory (see :func:`_spec_meta`).
+    """
+    return DataIdentity.from_recorded(_spec_meta(model).get("trained_on"))
+
+
+def default_data(model: Any) -> DataIdentity | None:
+    """The data later commands default to: the training data, else the data an imported model was
+    evaluated on at import (``meta["evaluated_on"]``; its training data are unknown, so no leakage
+    check applies to them); ``None`` when the spec records neither."""
+    meta = _spec_meta(model)
+    return DataIdentity.from_recorded(meta.get("trained_on")) or DataIdentity.from_recorded(meta.get("evaluated_on"))
 
 
 def open_model_data(model: Any, *, source: str | os.PathLike | None = None, grouping: str | None = None,
@@ -81,10 +94,11 @@ def open_model_data(model: Any, *, source: str | os.PathLike | None = None, grou
     """The data set a model was trained on; each argument that is not ``None`` overrides that part.
 
     ``model``: as for :func:`recorded_data`. A model whose spec records no data gets
-    :data:`DEFAULT_DATA` (the bundled subset). Opening other data than the model's is allowed here;
-    the use cases' :func:`check_compatible` decides whether it may be used.
+    :data:`DEFAULT_DATA` (the bundled subset); an imported model, the data it was evaluated on at
+    import (:func:`default_data`). Opening other data than the model's is allowed here; the use
+    cases' :func:`check_compatible` decides whether it may be used.
     """
-    recorded = recorded_data(model)
+    recorded = default_data(model)
     base = dict(DEFAULT_DATA)
     if recorded is not None:
         base = {"source": recorded.location, "grouping": recorded.grouping, "recipe": recorded.recipe,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from etdeploy.errors import ExportError
+from etdeploy.export.interface import Interface
 from etdeploy.fileio import read_json_artefact
 from etdeploy.records import Record, RecordError
 
@@ -72,7 +73,8 @@ class SimplificationCheck(Record):
 
 @dataclass(frozen=True)
 class ExportRun(Record):
-    """``export.json``: the source model, the graph contract, both files, the simplification check."""
+    """``export.json``: the source model, the graph contract, both files, the simplification check (and,
+    for an imported model, the original's interface the graph keeps)."""
 
     model: ExportedModel
     input: dict[str, Any]
@@ -83,6 +85,15 @@ class ExportRun(Record):
     versions: dict[str, str]
     format: str = EXPORT_FORMAT
     format_version: int = EXPORT_FORMAT_VERSION
+    interface: Interface | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``export.json``; ``interface`` (how the graph is called, :mod:`etdeploy.export.interface`) only
+        for a model imported with one, so every other export's manifest is as it always was."""
+        out = super().to_dict()
+        if self.interface is None:
+            del out["interface"]
+        return out
 
     @property
     def onnx(self) -> OnnxFileInfo:

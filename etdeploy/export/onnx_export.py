@@ -23,6 +23,13 @@ each such pool is exported as the linear map it is: ``Y = A_h X A_w^T`` with con
 ``(out_h, in_h)``, ``A_h[i, j] = 1 / |window_i|`` for ``j`` in window ``i = [floor(i*in/out),
 ceil((i+1)*in/out))`` (the definition torch uses), i.e. two ``MatMul`` nodes.
 
+The user's interface (docs/method.md §5): a model imported from ONNX carries ``meta["interface"]``
+(:mod:`etdeploy.export.interface`); its export is then called like the original: the original's input
+name, layout (NHWC through a leading ``Transpose``) and input affine (``Mul``/``Add`` re-applied after
+the transpose), the original's output name and kind (``Softmax``/``LogSoftmax`` appended), float32.
+``export.json`` records it (``interface``, and the ``input``/``output`` entries describe that graph).
+A model without an interface exports exactly as above.
+
 Determinism: export uses the legacy TorchScript exporter (``dynamo=False``) on a deep copy in eval
 mode, a fixed opset and IR version, no timestamps; the same model gives byte-identical files
 (tested).
@@ -38,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from etdeploy.errors import ExportError
+from etdeploy.export.interface import Interface, deployable_module, interface_of
 from etdeploy.export.manifest import (
     EXPORT_FORMAT,
     EXPORT_FORMAT_VERSION,
@@ -239,10 +247,35 @@ def prepare_for_export(model, masks: str = "refuse"):
     return work
 
 
-def export_onnx_bytes(model, input_size: int, *, opset: int = 17) -> bytes:
+_PLACEHOLDERS = ("etdeploy.input", "etdeploy.output")
+
+
+def _rename_tensor(graph, old: str, new: str) -> None:
+    """Rename the tensor ``old`` to ``new`` everywhere in ``graph`` (no-op when absent)."""
+    for node in graph.node:
+        node.input[:] = [new if n == old else n for n in node.input]
+        node.output[:] = [new if n == old else n for n in node.output]
+    for value in [*graph.input, *graph.output, *graph.value_info, *graph.initializer]:
+        if value.name == old:
+            value.name = new
+
+
+def _io_names(interface: Interface | None) -> tuple[str, str]:
+    return (INPUT_NAME, OUTPUT_NAME) if interface is None else (interface.input_name, interface.output_name)
+
+
+def _input_shape(interface: Interface | None, input_size: int, batch: int) -> tuple[int, int, int, int]:
+    """The graph's input shape: NCHW, or NHWC for an interface that says so."""
+    if interface is not None and interface.layout == "NHWC":
+        return batch, input_size, input_size, 3
+    return batch, 3, input_size, input_size
+
+
+def export_onnx_bytes(model, input_size: int, *, opset: int = 17, interface: Interface | None = None) -> bytes:
     """Export ``model`` ``(batch, 3, S, S) -> (batch, K)`` to ONNX bytes; checked with full_check.
 
-    The IR version is lowered to the highest the installed onnxruntime and onnx both accept.
+    With ``interface`` the graph is called like the original model (module doc). The IR version is
+    lowered to the highest the installed onnxruntime and onnx both accept.
     """
     import warnings
 
@@ -252,23 +285,31 @@ def export_onnx_bytes(model, input_size: int, *, opset: int = 17) -> bytes:
     from etdeploy.onnx_safety import supported_ir_version
 
     model = exportable_pools(model, input_size)
-    dummy = torch.zeros(1, 3, int(input_size), int(input_size), dtype=torch.float32)
+    if interface is not None:
+        model = deployable_module(model, interface)
+    dummy = torch.zeros(_input_shape(interface, int(input_size), 1), dtype=torch.float32)
+    # the exporter refuses some names (Keras's numeric output names): the interface's are set afterwards
+    in_name, out_name = (INPUT_NAME, OUTPUT_NAME) if interface is None else _PLACEHOLDERS
     buffer = io.BytesIO()
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (dummy,), buffer, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            torch.onnx.export(model, (dummy,), buffer, input_names=[in_name], output_names=[out_name],
+                              dynamic_axes={in_name: {0: "batch"}, out_name: {0: "batch"}},
                               opset_version=int(opset), do_constant_folding=True, dynamo=False)
     except Exception as exc:
         raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {exc}") from exc
     proto = onnx.load_from_string(buffer.getvalue())
     proto.ir_version = min(int(proto.ir_version), supported_ir_version())
-    _check_proto(proto, "exported")
+    if interface is not None:
+        for placeholder, name in zip(_PLACEHOLDERS, _io_names(interface)):
+            _rename_tensor(proto.graph, name, f"{name}.etdeploy")  # an internal tensor of that name steps aside
+            _rename_tensor(proto.graph, placeholder, name)
+    _check_proto(proto, "exported", interface)
     return proto.SerializeToString()
 
 
-def _check_proto(proto, what: str) -> None:
+def _check_proto(proto, what: str, interface: Interface | None = None) -> None:
     import onnx
 
     try:
@@ -277,14 +318,15 @@ def _check_proto(proto, what: str) -> None:
         raise ExportError(f"onnx.checker rejected the {what} model: {exc}") from exc
     from etdeploy.onnx_graph import data_inputs
 
+    in_name, out_name = _io_names(interface)
     names_in = [v.name for v in data_inputs(proto)]
     names_out = [v.name for v in proto.graph.output]
-    if names_in != [INPUT_NAME] or names_out != [OUTPUT_NAME]:
+    if names_in != [in_name] or names_out != [out_name]:
         raise ExportError(f"{what} model has inputs {names_in} and outputs {names_out}; "
-                          f"expected [{INPUT_NAME!r}] and [{OUTPUT_NAME!r}]")
+                          f"expected [{in_name!r}] and [{out_name!r}]")
 
 
-def simplify_onnx_bytes(data: bytes) -> bytes:
+def simplify_onnx_bytes(data: bytes, *, interface: Interface | None = None) -> bytes:
     """Run onnxsim (no internal random check: :func:`compare_onnx_outputs` does a seeded one)."""
     import onnx
     import onnxsim
@@ -297,20 +339,23 @@ def simplify_onnx_bytes(data: bytes) -> bytes:
     if not ok:
         raise ExportError("onnxsim reported that the simplified model is not valid")
     simplified.ir_version = int(proto.ir_version)
-    _check_proto(simplified, "simplified")
+    _check_proto(simplified, "simplified", interface)
     return simplified.SerializeToString()
 
 
-def compare_onnx_outputs(a: bytes, b: bytes, input_size: int, *, batch: int = 2, seed: int = 0) -> float:
-    """Max |logits_a - logits_b| on ``batch`` seeded N(0,1) inputs ``(batch, 3, S, S)`` (ORT, no opts)."""
+def compare_onnx_outputs(a: bytes, b: bytes, input_size: int, *, batch: int = 2, seed: int = 0,
+                         interface: Interface | None = None) -> float:
+    """Max |output_a - output_b| on ``batch`` seeded N(0,1) inputs ``(batch, 3, S, S)`` (or NHWC with an
+    ``interface``); ORT, no optimisations. The outputs are logits, or the interface's output kind."""
     import numpy as np
     import onnx
 
     from etdeploy.ort_session import make_session
 
-    x = np.random.default_rng(seed).standard_normal((batch, 3, input_size, input_size)).astype(np.float32)
-    ya = make_session(onnx.load_from_string(a)).run([OUTPUT_NAME], {INPUT_NAME: x})[0]
-    yb = make_session(onnx.load_from_string(b)).run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+    x = np.random.default_rng(seed).standard_normal(_input_shape(interface, input_size, batch)).astype(np.float32)
+    in_name, out_name = _io_names(interface)
+    ya = make_session(onnx.load_from_string(a)).run([out_name], {in_name: x})[0]
+    yb = make_session(onnx.load_from_string(b)).run([out_name], {in_name: x})[0]
     if ya.shape != yb.shape:
         raise ExportError(f"simplified model outputs shape {yb.shape}, original {ya.shape}")
     return float(np.max(np.abs(ya.astype(np.float64) - yb.astype(np.float64))))
@@ -324,6 +369,22 @@ def _versions() -> dict[str, str]:
 
     return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
             "onnxsim": str(onnxsim.__version__)}
+
+
+def _io_spec(spec, interface: Interface | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``input`` and ``output`` entries of ``export.json``: the graph's I/O contract."""
+    size = spec.input_size
+    if interface is None:
+        return ({"name": INPUT_NAME, "dtype": "float32", "layout": "NCHW", "shape": ["batch", 3, size, size],
+                 "preprocessing": "x = (uint8_rgb / 255 - mean) / std, per channel"},
+                {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", spec.num_classes]})
+    mean, std = interface.normalisation(spec.mean, spec.std)
+    return ({"name": interface.input_name, "dtype": "float32", "layout": interface.layout,
+             "shape": interface.input_shape(size),
+             "preprocessing": "x = (uint8_rgb / 255 - mean) / std, per channel, as the original model's input",
+             "mean": list(mean), "std": list(std)},
+            {"name": interface.output_name, "dtype": "float32", "shape": ["batch", spec.num_classes],
+             "kind": interface.output})
 
 
 def export_model(model, out_dir: str | os.PathLike, *, config: ExportConfig | None = None,
@@ -345,10 +406,12 @@ def export_model(model, out_dir: str | os.PathLike, *, config: ExportConfig | No
         raise ExportError("model has no spec (input size, normalisation); load it with etdeploy.models.load_model")
     out_dir = Path(out_dir)
     refuse_existing_output(out_dir, force=force)
+    interface = interface_of(spec)
     work = prepare_for_export(model, config.masks)
-    raw = export_onnx_bytes(work, spec.input_size, opset=config.opset)
-    sim = simplify_onnx_bytes(raw)
-    delta = compare_onnx_outputs(raw, sim, spec.input_size, batch=config.check_batch, seed=config.seed)
+    raw = export_onnx_bytes(work, spec.input_size, opset=config.opset, interface=interface)
+    sim = simplify_onnx_bytes(raw, interface=interface)
+    delta = compare_onnx_outputs(raw, sim, spec.input_size, batch=config.check_batch, seed=config.seed,
+                                 interface=interface)
     if not delta <= config.check_tol:
         raise ExportError(f"simplified model differs from the exported one by {delta:.3g} "
                           f"(> tolerance {config.check_tol:g}) on seeded random inputs")
@@ -358,16 +421,15 @@ def export_model(model, out_dir: str | os.PathLike, *, config: ExportConfig | No
         files[name] = OnnxFileInfo.from_dict({**summary, "bytes": len(data), "sha256": sha256_bytes(data)})
     from etdeploy.models import has_masks
 
+    io_spec = _io_spec(spec, interface)
     run = ExportRun(
         model=ExportedModel(
             arch=spec.arch, num_classes=spec.num_classes, class_names=tuple(spec.class_names),
             input_size=spec.input_size, mean=tuple(spec.mean), std=tuple(spec.std),
             torch_parameters=count_parameters(model), weights_fingerprint=weights_fingerprint(model),
             masks_policy=config.masks, had_masks=has_masks(model)),
-        input={"name": INPUT_NAME, "dtype": "float32", "layout": "NCHW",
-               "shape": ["batch", 3, spec.input_size, spec.input_size],
-               "preprocessing": "x = (uint8_rgb / 255 - mean) / std, per channel"},
-        output={"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", spec.num_classes]},
+        input=io_spec[0],
+        output=io_spec[1],
         opset=config.opset,
         files=files,
         simplification_check=SimplificationCheck(
@@ -375,6 +437,7 @@ def export_model(model, out_dir: str | os.PathLike, *, config: ExportConfig | No
             inputs="standard normal, numpy default_rng(seed)", runtime="onnxruntime CPU, ORT_DISABLE_ALL, 1 thread"),
         versions=_versions(),
         format=EXPORT_FORMAT, format_version=EXPORT_FORMAT_VERSION,
+        interface=interface,
     )
     with StagedDir(out_dir, force=force) as tmp:
         atomic_write_bytes(tmp / ONNX_FILE, raw)

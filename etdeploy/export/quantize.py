@@ -17,7 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,14 @@ class Int8Comparison(Record):
     mean_abs_logit_delta: float
     bytes_fp32: int
     bytes_int8: int
+    compared: str | None = field(default=None, kw_only=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record; ``compared`` (the output kind when it is not logits) only when set."""
+        out = super().to_dict()
+        if self.compared is None:
+            del out["compared"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -65,10 +73,13 @@ def _quiet_root_logger():
 
 
 def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, calibration_uint8: np.ndarray,
-                  mean, std, *, batch_size: int = 16, per_channel: bool = True, force: bool = False) -> Path:
+                  mean, std, *, batch_size: int = 16, per_channel: bool = True, force: bool = False,
+                  interface: Any = None) -> Path:
     """Write a QDQ int8 copy of ``onnx_path`` to ``out_path`` (atomically; refuses to overwrite).
 
-    ``calibration_uint8``: ``(N, 3, S, S)`` uint8 images (N >= 1), normalised with ``mean``/``std``.
+    ``calibration_uint8``: ``(N, 3, S, S)`` uint8 images (N >= 1), normalised with ``mean``/``std``
+    (the model's); ``interface``: the model's :class:`~etdeploy.export.interface.Interface` when the
+    file is called like an imported original (the batches are converted to its input).
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -88,8 +99,10 @@ def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cal
     if calibration_uint8.ndim != 4 or calibration_uint8.dtype != np.uint8 or len(calibration_uint8) == 0:
         raise ExportError(f"calibration images must be uint8 (N>0, 3, S, S), got {calibration_uint8.dtype} "
                           f"{calibration_uint8.shape}")
-    load_onnx_checked(onnx_path)
-    batches = [np.ascontiguousarray(normalise(calibration_uint8[i:i + batch_size], mean, std).numpy(), np.float32)
+    from etdeploy.onnx_graph import image_input
+
+    input_name = image_input(load_onnx_checked(onnx_path))[0]
+    batches = [_model_input(normalise(calibration_uint8[i:i + batch_size], mean, std).numpy(), interface)
                for i in range(0, len(calibration_uint8), batch_size)]
 
     class Reader(CalibrationDataReader):
@@ -98,7 +111,7 @@ def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cal
 
         def get_next(self):
             batch = next(self._it, None)
-            return None if batch is None else {"input": batch}
+            return None if batch is None else {input_name: batch}
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", dir=out_path.parent))
@@ -121,18 +134,27 @@ def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cal
     return out_path
 
 
+def _model_input(x: np.ndarray, interface: Any) -> np.ndarray:
+    """The normalised NCHW batch as the ONNX file takes it (an interface's layout and scaling)."""
+    x = np.ascontiguousarray(x, np.float32)
+    return x if interface is None else interface.deployable_input(x)
+
+
 def compare_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, images_uint8: np.ndarray,
-                 labels: np.ndarray, mean, std, *, batch_size: int = 32) -> Int8Comparison:
-    """Accuracy of both models, top-1 agreement and |delta logit| statistics (ORT CPU, no optimisation)."""
+                 labels: np.ndarray, mean, std, *, batch_size: int = 32, interface: Any = None) -> Int8Comparison:
+    """Accuracy of both models, top-1 agreement and |delta logit| statistics (ORT CPU, no optimisation).
+
+    With ``interface`` (a file called like an imported original) the outputs compared are the interface's
+    kind (``compared``: probabilities for a softmax output), not logits."""
     from etdeploy.data.images import normalise
     from etdeploy.ort_session import make_session
 
     sessions = [make_session(Path(fp32_path)), make_session(Path(int8_path))]
     outs: list[list[np.ndarray]] = [[], []]
     for i in range(0, len(images_uint8), batch_size):
-        x = np.ascontiguousarray(normalise(images_uint8[i:i + batch_size], mean, std).numpy(), np.float32)
+        x = _model_input(normalise(images_uint8[i:i + batch_size], mean, std).numpy(), interface)
         for k, s in enumerate(sessions):
-            outs[k].append(s.run(["logits"], {"input": x})[0])
+            outs[k].append(s.run([s.get_outputs()[0].name], {s.get_inputs()[0].name: x})[0])
     a, b = (np.concatenate(o) for o in outs)
     labels = np.asarray(labels)
     delta = np.abs(a.astype(np.float64) - b.astype(np.float64))
@@ -140,7 +162,8 @@ def compare_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ima
         n=len(labels), accuracy_fp32=float(np.mean(a.argmax(1) == labels)),
         accuracy_int8=float(np.mean(b.argmax(1) == labels)), top1_agreement=float(np.mean(a.argmax(1) == b.argmax(1))),
         max_abs_logit_delta=float(delta.max()), mean_abs_logit_delta=float(delta.mean()),
-        bytes_fp32=Path(fp32_path).stat().st_size, bytes_int8=Path(int8_path).stat().st_size)
+        bytes_fp32=Path(fp32_path).stat().st_size, bytes_int8=Path(int8_path).stat().st_size,
+        compared=None if interface is None or interface.output == "logits" else interface.output)
 
 
 def calibration_samples(dataset: Any, count: int) -> tuple[Any, ...]:
@@ -151,6 +174,18 @@ def calibration_samples(dataset: Any, count: int) -> tuple[Any, ...]:
     if not train:
         raise DataError("the training split is empty: no images to calibrate int8 on", getattr(dataset, "root", None))
     return tuple(train[::max(1, len(train) // count)][:count])
+
+
+def _file_interface(onnx_path, spec) -> Any:
+    """The model's interface when ``onnx_path`` takes its original's input (its export does), else ``None``."""
+    from etdeploy.export.interface import interface_of
+    from etdeploy.onnx_graph import image_input
+    from etdeploy.onnx_safety import load_onnx_checked
+
+    interface = interface_of(spec)
+    if interface is None:
+        return None
+    return interface if image_input(load_onnx_checked(onnx_path))[0] == interface.input_name else None
 
 
 def quantize_model(onnx_path: str | os.PathLike, model_dir: str | os.PathLike, *, dataset: Any,
@@ -178,8 +213,10 @@ def quantize_model(onnx_path: str | os.PathLike, model_dir: str | os.PathLike, *
     check_compatible(spec, dataset, model_dir, split=split, allow_other_data=allow_other_data)
     picks = calibration_samples(dataset, calibration_images)
     calibration = load_split(picks, spec.input_size, progress=progress, desc="decode calibration").images
-    written = quantize_int8(onnx_path, out, calibration, spec.mean, spec.std, force=force)
+    interface = _file_interface(onnx_path, spec)
+    written = quantize_int8(onnx_path, out, calibration, spec.mean, spec.std, force=force, interface=interface)
     evaluation = load_split_images(dataset, split, spec.input_size, progress=progress)
-    comparison = compare_int8(onnx_path, written, evaluation.images, evaluation.labels, spec.mean, spec.std)
+    comparison = compare_int8(onnx_path, written, evaluation.images, evaluation.labels, spec.mean, spec.std,
+                              interface=interface)
     return QuantizeRun(**{f.name: getattr(comparison, f.name) for f in fields(Int8Comparison)}, split=split,
                        calibration_images=len(calibration), int8=str(written))

@@ -25,83 +25,29 @@ arch, layout, normalisation, the check) and, with a data set, ``meta["evaluated_
 from __future__ import annotations
 
 import os
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from etdeploy.errors import ConfigError, ContractError, DataError, ModelError
-from etdeploy.importing.normalisation import Normalisation, resolve_normalisation
-from etdeploy.records import Record
+from etdeploy.errors import ContractError, ModelError
+from etdeploy.importing.common import (
+    CHECK_IMAGES,
+    DEFAULT_TOL,
+    ImportOrigin,
+    ImportRun,
+    LogitCheck,
+    check_images,
+    check_request,
+    logits_of,
+    resolve_class_names,
+    run_fields,
+    save_checked_import,
+)
 
-#: Largest |logit difference| allowed between the original module and the imported model.
-DEFAULT_TOL = 1e-5
-#: Images the conversion is checked on.
-CHECK_IMAGES = 32
-RANDOM_CHECK_IMAGES = 8
+__all__ = ["CHECK_IMAGES", "DEFAULT_TOL", "ROUTES", "ImportOrigin", "ImportRun", "LogitCheck", "check_state_dict",
+           "import_torch_model", "resolve_class_names"]
+
 ROUTES = {".safetensors": "safetensors", ".pt": "pytorch-state-dict", ".pth": "pytorch-state-dict",
           ".bin": "pytorch-state-dict"}
-
-
-@dataclass(frozen=True)
-class LogitCheck(Record):
-    """Original module vs imported model (reloaded from disk), same float32 inputs, eval mode."""
-
-    max_abs_logit_delta: float
-    tolerance: float
-    images: int
-    inputs: str
-    labels_agree: bool
-
-
-@dataclass(frozen=True)
-class ImportOrigin(Record):
-    """Where an imported model came from; stored in its spec as ``meta["imported"]``."""
-
-    route: str
-    file: str
-    sha256: str
-    bytes: int
-    arch: str
-    layout: str
-    normalisation: Normalisation
-    check: LogitCheck
-
-
-@dataclass(frozen=True)
-class ImportRun(Record):
-    """Result of :func:`import_torch_model`. ``layers``: width of each ranked layer; ``channels_removable``:
-    whether slicing may remove conv channels (a plain feature chain); ``accuracy``: per split, with data."""
-
-    out: str
-    arch: str
-    num_classes: int
-    class_names: tuple[str, ...]
-    input_size: int
-    parameters: int
-    layers: dict[str, int]
-    channels_removable: bool
-    weights_fingerprint: str
-    origin: ImportOrigin
-    accuracy: dict[str, float] | None = None
-
-
-def resolve_class_names(class_names: Any, dataset: Any) -> tuple[str, ...]:
-    """The given class names, else the data set's classes; both given: they must agree."""
-    names = None if class_names is None else tuple(str(c).strip() for c in class_names)
-    if names is not None:
-        if len(names) < 2:
-            raise DataError(f"a classifier needs at least 2 class names, got {len(names)}")
-        if any(not n for n in names) or len(set(names)) != len(names):
-            raise DataError(f"class names must be non-empty and distinct, got {list(names)}")
-        if dataset is not None and tuple(dataset.classes) != names:
-            raise DataError(f"class names {list(names)} differ from the data set's classes {list(dataset.classes)}",
-                            getattr(dataset, "root", None))
-        return names
-    if dataset is None:
-        raise DataError("give the class names (in the order of the model's outputs) or a data set whose classes "
-                        "they are")
-    return tuple(dataset.classes)
 
 
 def _pair_module(features, classifier):
@@ -139,22 +85,6 @@ def check_state_dict(expected: dict, tensors: dict, path: Path, *, num_classes: 
                          + " | ".join(problems), path)
 
 
-def _check_inputs(dataset, size: int, norm: Normalisation, progress: bool):
-    """``(x, description)``: float32 normalised check images ``(n, 3, size, size)``."""
-    import numpy as np
-
-    from etdeploy.data.images import load_split, normalise
-
-    if dataset is not None:
-        samples = dataset.split("test")[:CHECK_IMAGES] or dataset.split("val")[:CHECK_IMAGES]
-        if samples:
-            images = load_split(samples, size, progress=progress, desc="decode check images").images
-            return normalise(images, norm.mean, norm.std), f"the first {len(samples)} test images of the data set"
-    images = np.random.default_rng(0).integers(0, 256, (RANDOM_CHECK_IMAGES, 3, size, size), dtype=np.uint8)
-    return (normalise(images, norm.mean, norm.std),
-            f"{RANDOM_CHECK_IMAGES} random uint8 images (numpy default_rng(0)), normalised")
-
-
 def _build_original(arch: str, num_classes: int, size: int, kwargs: dict):
     from etdeploy.models.zoo import call_factory
 
@@ -165,14 +95,6 @@ def _build_original(arch: str, num_classes: int, size: int, kwargs: dict):
     except Exception as exc:
         raise ModelError(f"the model factory {arch!r} failed for {num_classes} classes at {size} px: "
                          f"{type(exc).__name__}: {exc}") from exc
-
-
-def _logits(module, x):
-    import torch
-
-    module.eval()
-    with torch.no_grad():
-        return module(x)
 
 
 def import_torch_model(arch: str, weights: str | os.PathLike, out: str | os.PathLike, *, mean: Any = None,
@@ -189,24 +111,16 @@ def import_torch_model(arch: str, weights: str | os.PathLike, out: str | os.Path
     """
     import torch
 
-    from etdeploy.data.images import load_split_images
-    from etdeploy.fileio import StagedDir, atomic_write_json, refuse_existing_output, sha256_file
+    from etdeploy.data.images import normalise
+    from etdeploy.fileio import StagedDir, sha256_file
     from etdeploy.importing.weights_file import read_state_dict
-    from etdeploy.models import ETModel, ModelSpec, count_parameters, dense_layers, load_model, weights_fingerprint
-    from etdeploy.models.contract import has_plain_features
+    from etdeploy.models import ETModel, ModelSpec, dense_layers
     from etdeploy.models.factories import canonical_arch, check_head_width
     from etdeploy.models.layouts import contract_parts
-    from etdeploy.models.serialization import write_model_files
     from etdeploy.models.zoo import default_input_size
-    from etdeploy.training import evaluate
-    from etdeploy.vocab import SPLITS
 
-    out = Path(out)
-    refuse_existing_output(out, force=force)
-    if not float(tol) > 0:
-        raise ConfigError(f"the check tolerance must be > 0, got {tol!r}")
-    norm = resolve_normalisation(mean, std, scale)
-    names = resolve_class_names(class_names, dataset)
+    out, norm, names = check_request(out, force=force, tol=tol, mean=mean, std=std, scale=scale,
+                                     class_names=class_names, dataset=dataset)
     path = Path(weights)
     tensors = read_state_dict(path)
     size = int(input_size or default_input_size(arch))
@@ -230,7 +144,7 @@ def import_torch_model(arch: str, weights: str | os.PathLike, out: str | os.Path
                      std=norm.std, seed=None, kwargs=kwargs)
     model = ETModel(features, classifier, spec).eval()
     try:
-        layers = dense_layers(model)
+        dense_layers(model)
     except ContractError as exc:
         raise ContractError(f"the model {arch!r} ({layout} layout) does not fit etdeploy's contract: {exc.message}",
                             path) from exc
@@ -238,47 +152,22 @@ def import_torch_model(arch: str, weights: str | os.PathLike, out: str | os.Path
     if classifier[-1].out_features != len(names):
         raise ModelError(f"the classifier has {classifier[-1].out_features} outputs for {len(names)} class names",
                          path)
-    x, inputs = _check_inputs(dataset, size, norm, progress)
+    images, inputs = check_images(dataset, size, progress)
+    x = normalise(images, norm.mean, norm.std)
     try:
-        want = _logits(original, x)
-        _logits(model, x[:1])
+        want = logits_of(original, x)
+        logits_of(model, x[:1])
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise ModelError(f"the model does not run on {size}x{size} inputs ({first}); check the input size", path) \
             from None
 
-    digest = sha256_file(path)
+    origin_fields = {"route": ROUTES[path.suffix.lower()], "file": path.name, "sha256": sha256_file(path),
+                     "bytes": path.stat().st_size, "arch": arch, "layout": layout, "normalisation": norm}
+    refusal = (f"the {layout} layout does not describe what this model's forward computes; return (features, "
+               "classifier) from the factory instead")
     with StagedDir(out, force=force) as tmp:
-        # the check runs on the model as every later command loads it: saved, then read back from disk
-        scratch = tmp / ".check"
-        scratch.mkdir()
-        write_model_files(model, scratch, spec=spec)
-        reloaded = load_model(scratch)
-        shutil.rmtree(scratch)
-        got = _logits(reloaded, x)
-        delta = float((got.double() - want.double()).abs().max())
-        if not delta <= tol:
-            raise ModelError(f"the imported model's logits differ from the original module's by {delta:.3g} "
-                             f"(tolerance {tol:g}) on {inputs}: the {layout} layout does not describe what this "
-                             "model's forward computes; return (features, classifier) from the factory instead", path)
-        check = LogitCheck(delta, tol, int(x.shape[0]), inputs, bool(torch.equal(got.argmax(1), want.argmax(1))))
-        origin = ImportOrigin(route=ROUTES[path.suffix.lower()], file=path.name, sha256=digest,
-                              bytes=path.stat().st_size, arch=arch, layout=layout, normalisation=norm, check=check)
-        meta: dict[str, Any] = {"imported": origin.to_dict()}
-        accuracy = None
-        if dataset is not None:
-            meta["evaluated_on"] = dataset.provenance()
-            evals = {s: evaluate(reloaded, load_split_images(dataset, s, size, progress=progress), norm.mean,
-                                 norm.std).to_dict() for s in SPLITS}
-            accuracy = {s: evals[s]["accuracy"] for s in SPLITS}
-        model.spec = spec.replace(meta=meta)
-        write_model_files(model, tmp)
-        if dataset is not None:
-            atomic_write_json(tmp / "metrics.json", {
-                "arch": arch, "parameters": count_parameters(model), "classes": list(names),
-                "data": dataset.provenance(), "imported": origin.to_dict(), "evaluation": evals,
-                "torch_threads": torch.get_num_threads()})
-    return ImportRun(out=str(out), arch=arch, num_classes=len(names), class_names=names, input_size=size,
-                     parameters=count_parameters(model), layers={la.name: la.width for la in layers},
-                     channels_removable=has_plain_features(model), weights_fingerprint=weights_fingerprint(model),
-                     origin=origin, accuracy=accuracy)
+        origin, accuracy = save_checked_import(tmp, model, spec, x=x, want=want, inputs=inputs,
+                                               tol=tol, origin_fields=origin_fields, dataset=dataset,
+                                               progress=progress, refusal=refusal, where=path)
+    return ImportRun(**run_fields(out, model, origin, accuracy))

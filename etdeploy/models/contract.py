@@ -3,8 +3,9 @@
 A model has two children:
 
 - ``features``, either
-  - a *plain chain*: an ``nn.Sequential`` of local ops (Conv2d, pooling, LocalResponseNorm, ReLU and
-    other pointwise activations, BatchNorm2d, Dropout); conv channels may be removed by slicing; or
+  - a *plain chain*: an ``nn.Sequential`` of local ops (Conv2d, ZeroPad2d (an ONNX import's asymmetric
+    padding), pooling, LocalResponseNorm, ReLU and other pointwise activations, BatchNorm2d, Dropout);
+    conv channels may be removed by slicing; or
   - an :class:`OpaqueFeatures` (an ``nn.Sequential`` of arbitrary modules, e.g. residual or inverted-
     residual blocks): etdeploy runs it but never looks inside, so only the dense head is ranked,
     masked and sliced, and no conv channel is ever removed;
@@ -44,11 +45,16 @@ LOCAL_FEATURE_TYPES: tuple[type[nn.Module], ...] = (
     nn.LeakyReLU,
     nn.ReLU6,
     nn.Hardtanh,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.ZeroPad2d,
     nn.Dropout,
     nn.Dropout2d,
     nn.Identity,
 )
-ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.LeakyReLU, nn.ReLU6)
+#: Hidden-layer activations of the classifier: each maps 0 to 0 (Hardtanh as an ONNX import makes it, from
+#: a Clip whose range contains 0).
+ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.Hardtanh, nn.Tanh)
 PASS_THROUGH_TYPES: tuple[type[nn.Module], ...] = (nn.Dropout, nn.Identity)
 #: Layers allowed before the classifier's Flatten (torchvision's ``avgpool``).
 POOL_TYPES: tuple[type[nn.Module], ...] = (nn.AdaptiveAvgPool2d,)

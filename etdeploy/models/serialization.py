@@ -40,6 +40,14 @@ def _pair(v: Any) -> list[int]:
     return [int(v), int(v)] if isinstance(v, int) else [int(x) for x in v]
 
 
+def _four(v: Any) -> tuple[int, int, int, int]:
+    """``(left, right, top, bottom)`` non-negative integers, as nn.ZeroPad2d takes them."""
+    values = tuple(int(x) for x in v)
+    if len(values) != 4 or min(values) < 0:
+        raise ValueError(f"padding must be 4 non-negative integers, got {list(v)}")
+    return values  # type: ignore[return-value]
+
+
 def _as_tuple(v: Any) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,)
 
@@ -75,6 +83,12 @@ def describe_module(m: nn.Module) -> dict[str, Any]:
         return {"type": "Hardtanh", "min_val": m.min_val, "max_val": m.max_val}
     if isinstance(m, nn.ReLU):
         return {"type": "ReLU"}
+    if isinstance(m, nn.Sigmoid):
+        return {"type": "Sigmoid"}
+    if isinstance(m, nn.Tanh):
+        return {"type": "Tanh"}
+    if isinstance(m, nn.ZeroPad2d):  # (left, right, top, bottom)
+        return {"type": "ZeroPad2d", "padding": [int(v) for v in m.padding]}
     if isinstance(m, nn.Dropout2d):
         return {"type": "Dropout2d", "p": m.p}
     if isinstance(m, nn.Dropout):
@@ -114,6 +128,9 @@ _BUILDERS = {
     "LeakyReLU": lambda d: nn.LeakyReLU(d["negative_slope"]),
     "ReLU6": lambda d: nn.ReLU6(),
     "Hardtanh": lambda d: nn.Hardtanh(d["min_val"], d["max_val"]),
+    "Sigmoid": lambda d: nn.Sigmoid(),
+    "Tanh": lambda d: nn.Tanh(),
+    "ZeroPad2d": lambda d: nn.ZeroPad2d(_four(d["padding"])),
     "Dropout": lambda d: nn.Dropout(d["p"]),
     "Dropout2d": lambda d: nn.Dropout2d(d["p"]),
     "Identity": lambda d: nn.Identity(),

@@ -9,7 +9,8 @@ output), then for each batch of patch positions it propagates only the changed w
 topological order: gather every position's input crop (base crop + the producing group's output window
 pasted in) into one batch of equal-size crops, likewise the crops of a merge's other inputs aligned with
 the output window, run the group's session on them without padding, and finally splice the windows of the
-split tensors into copies of their base values and run the suffix session on the batch.
+split tensors into copies of their base values and run the suffix session on the batch. Groups whose window
+is their whole output map at every position run inside a per-plan suffix instead (:class:`Tail`).
 
 Naive mode (full forwards) comes from :class:`~etdeploy.occlusion.naive.NaiveOcclusionExecutor`, which runs
 any model; this executor refuses, with :class:`~etdeploy.errors.UnsupportedOpError` naming the operator, a
@@ -35,7 +36,7 @@ from etdeploy.occlusion.geometry import (
     plan_dag_axis,
     validate_patch,
 )
-from etdeploy.occlusion.graph import analyse, fold_lrn
+from etdeploy.occlusion.graph import analyse, fold_lrn, suffix_model
 from etdeploy.occlusion.naive import MODES, NaiveOcclusionExecutor
 from etdeploy.occlusion.result import OcclusionResult
 from etdeploy.progress import progress_bar
@@ -50,6 +51,11 @@ class Plan:
     ``shared_crop[g]``: the first group whose main input crops are the same as group ``g``'s at every
     position (same tensor, padding and crop; e.g. the 1x1 convolutions that open the branches of an
     Inception block), so one gathered batch of crops feeds them all; ``g`` itself otherwise.
+
+    ``local``: the groups run window by window, in order; the others compute their whole output map at
+    every position (the patch's changed region covers it), so they run inside the plan's suffix
+    (:class:`Tail`), one ORT session from the tensors ``tail.splits`` to the logits, as naive inference
+    would (docs/method.md §6.1).
     """
 
     stride: int
@@ -60,10 +66,24 @@ class Plan:
     steps_x: tuple[AxisStep, ...]
     macs_per_position: int
     shared_crop: tuple[int, ...] = ()
+    local: tuple[int, ...] = ()
+    tail: Tail | None = None
 
     @property
     def grid_shape(self) -> tuple[int, int]:
         return len(self.starts_y), len(self.starts_x)
+
+
+@dataclass(frozen=True)
+class Tail:
+    """The global suffix of one plan: an ORT ``session`` reading the tensors ``splits`` (the outputs of local
+    groups that full-map groups or the global ops read), ``macs`` per position (full-map groups + suffix) and
+    ``last_use``: the index of the last local group that reads each tensor's window (``splits``: never)."""
+
+    splits: tuple[str, ...]
+    session: Any
+    macs: int
+    last_use: dict[str, int]
 
 
 @dataclass
@@ -98,11 +118,12 @@ class IncrementalOcclusionExecutor(NaiveOcclusionExecutor):
     # ----------------------------------------------------------------------------------------- setup
     def _prepare(self, model) -> None:
         """Analyse the (LRN-folded) graph, fuse its groups and open one session per group and the suffix."""
-        self.graph = self._choose_grouping(fold_lrn(model))
-        self._last_use = self._last_uses()
+        self._folded = fold_lrn(model)
+        self.graph = self._choose_grouping(self._folded)
         self._group_sessions = [self._session(g.model) for g in self.graph.groups]
         self._suffix_session = self._session(self.graph.suffix)
         self._plans: dict[tuple[int, float], Plan] = {}
+        self._tails: dict[tuple[int, ...], Tail] = {}
 
     def _count_naive_macs(self) -> int:
         """Naive MACs per position: the local ops on the whole image plus the suffix."""
@@ -147,15 +168,65 @@ class IncrementalOcclusionExecutor(NaiveOcclusionExecutor):
         """MACs of the local part on the whole image (each op's full output)."""
         return sum(op.macs(shape[1], shape[2]) for op, shape in zip(self.graph.ops, self.graph.op_shapes))
 
-    def _last_uses(self) -> dict[str, int]:
-        """Index of the last group that reads each tensor's window (splits: after every group)."""
-        last: dict[str, int] = {}
-        for g, group in enumerate(self.graph.groups):
+    def _full_map_groups(self, steps_y, steps_x) -> frozenset[int]:
+        """Groups to run in the suffix: those whose window is their whole output map and whose outputs only
+        such groups or the global ops read (so the set is closed downstream); never one that reads the image.
+
+        Moving them saves a session call each and, for a padded group, the copy of its whole padded input
+        that windowed execution gathers per position; it costs splicing the tensors the moved groups read
+        (instead of the old split tensors) into copies of their base values. The set is moved only when the
+        copies saved are at least the copies added (per position, in elements): SqueezeNet's last 1x1 conv
+        alone reads 512 channels where the old split has 5, and measured slower in the suffix."""
+        groups = self.graph.groups
+        readers: dict[str, list[int]] = {}
+        for g, group in enumerate(groups):
             for name in (group.input_name, *group.side_inputs):
-                last[name] = g
-        for name in self.graph.splits:
-            last[name] = len(self.graph.groups)
-        return last
+                readers.setdefault(name, []).append(g)
+        full: set[int] = set()
+        for g in reversed(range(len(groups))):
+            group, sy, sx = groups[g], steps_y[g], steps_x[g]
+            whole = sy.win == group.out_shape[1] and sx.win == group.out_shape[2]
+            reads_image = self.graph.local_input in (group.input_name, *group.side_inputs)
+            if whole and not reads_image and all(r in full for r in readers.get(group.output_name, [])):
+                full.add(g)
+        saved = sum(group.in_shape[0] * h * w for group in (groups[g] for g in full)
+                    for h, w in [self._padded_hw(group)] if (h, w) != group.in_shape[1:])
+        size = {group.output_name: int(np.prod(group.out_shape)) for group in groups}
+        added = sum(size.get(t, 0) for t in self._tail_splits(full)) - sum(size.get(t, 0) for t in self.graph.splits)
+        return frozenset(full) if full and saved >= added else frozenset()
+
+    def _tail_splits(self, full) -> tuple[str, ...]:
+        """The tensors a suffix that runs the groups ``full`` reads: their inputs from outside the set, then the
+        original split tensors that no group in it produces."""
+        groups = self.graph.groups
+        in_tail = {groups[g].output_name for g in full}
+        needed = [t for g in sorted(full) for t in (groups[g].input_name, *groups[g].side_inputs)]
+        return tuple(dict.fromkeys(t for t in (*needed, *self.graph.splits) if t not in in_tail))
+
+    def _tail(self, full: frozenset[int]) -> Tail:
+        """The (cached) :class:`Tail` that runs the groups ``full`` and the global ops as one session."""
+        groups = self.graph.groups
+        local = tuple(g for g in range(len(groups)) if g not in full)
+        if local not in self._tails:
+            splits = self._tail_splits(full)
+            session = self._suffix_session
+            if full:
+                shapes = {group.output_name: group.out_shape for group in groups}
+                model, _ = suffix_model(self._folded, splits, tuple(shapes[t] for t in splits))
+                session = self._session(model)
+            full_macs = sum(groups[g].crop_macs(*self._padded_hw(groups[g])) for g in full)
+            last: dict[str, int] = {}
+            for g in local:
+                for name in (groups[g].input_name, *groups[g].side_inputs):
+                    last[name] = g
+            last.update({name: len(groups) for name in splits})
+            self._tails[local] = Tail(splits, session, int(full_macs + self.graph.suffix_macs), last)
+        return self._tails[local]
+
+    @staticmethod
+    def _padded_hw(group) -> tuple[int, int]:
+        """``(H, W)`` of a group's main input with its padding: the crop that computes its whole output."""
+        return (group.in_shape[1] + group.gy.pb + group.gy.pe, group.in_shape[2] + group.gx.pb + group.gx.pe)
 
     @property
     def num_classes(self) -> int:
@@ -169,14 +240,19 @@ class IncrementalOcclusionExecutor(NaiveOcclusionExecutor):
         key = (stride, float(tau))
         if key not in self._plans:
             ys, xs, steps_y, steps_x = self._steps(self.graph, stride, tau)
-            macs = sum(g.crop_macs(sy.crop, sx.crop) for g, sy, sx in zip(self.graph.groups, steps_y, steps_x))
+            full = self._full_map_groups(steps_y, steps_x)
+            tail = self._tail(full)
+            groups = self.graph.groups
+            local = tuple(g for g in range(len(groups)) if g not in full)
+            macs = sum(groups[g].crop_macs(steps_y[g].crop, steps_x[g].crop) for g in local)
             first: dict[tuple, int] = {}
-            shared = []
-            for g, (group, sy, sx) in enumerate(zip(self.graph.groups, steps_y, steps_x)):
+            shared = list(range(len(groups)))
+            for g in local:
+                group, sy, sx = groups[g], steps_y[g], steps_x[g]
                 crop_key = (self._pad_key(group), sy.crop, sx.crop, sy.crop_start.tobytes(), sx.crop_start.tobytes())
-                shared.append(first.setdefault(crop_key, g))
+                shared[g] = first.setdefault(crop_key, g)
             self._plans[key] = Plan(stride, float(tau), ys, xs, tuple(steps_y), tuple(steps_x),
-                                    int(macs + self.graph.suffix_macs), tuple(shared))
+                                    int(macs + tail.macs), tuple(shared), local, tail)
         return self._plans[key]
 
     @staticmethod
@@ -231,20 +307,21 @@ class IncrementalOcclusionExecutor(NaiveOcclusionExecutor):
             pending.append(self._run_prefix(base, plan, iy[sl], ix[sl]))
             n_pending += len(iy[sl])
             if n_pending >= self.suffix_batch_size:
-                out.append(self._run_suffix(pending))
+                out.append(self._run_suffix(plan.tail, pending))
                 pending, n_pending = [], 0
         if pending:
-            out.append(self._run_suffix(pending))
+            out.append(self._run_suffix(plan.tail, pending))
         if not out:
             return np.zeros((0, max(self.num_classes, 0)), dtype=np.float32)
         return np.concatenate(out, axis=0)
 
-    def _run_suffix(self, activations: list[dict[str, np.ndarray]]) -> np.ndarray:
-        """Suffix on the spliced split tensors, batched wider than the prefix: its dense weights are read once
-        per call, so a wide batch amortises them (``{split: (n, C, H, W)} -> (n, K)``)."""
+    @staticmethod
+    def _run_suffix(tail: Tail, activations: list[dict[str, np.ndarray]]) -> np.ndarray:
+        """The plan's suffix on the spliced split tensors, batched wider than the prefix: its dense weights are
+        read once per call, so a wide batch amortises them (``{split: (n, C, H, W)} -> (n, K)``)."""
         feeds = {name: (activations[0][name] if len(activations) == 1
-                        else np.concatenate([a[name] for a in activations], axis=0)) for name in self.graph.splits}
-        return self._suffix_session.run(None, feeds)[0]
+                        else np.concatenate([a[name] for a in activations], axis=0)) for name in tail.splits}
+        return tail.session.run(None, feeds)[0]
 
     def _paste(self, dst: np.ndarray, y0: np.ndarray, x0: np.ndarray, src, ys: np.ndarray, xs: np.ndarray) -> None:
         """Copy the changed window ``src`` into each crop ``dst[b]`` whose top-left is ``(y0[b], x0[b])`` (unpadded
@@ -293,8 +370,10 @@ class IncrementalOcclusionExecutor(NaiveOcclusionExecutor):
         n = len(iy)
         windows: dict[str, Any] = {self.graph.local_input: None}
         shared: dict[int, np.ndarray] = {}  # crops assembled once for several groups (Plan.shared_crop)
-        last_sharer = {first: g for g, first in enumerate(plan.shared_crop)}
-        for g, (group, session) in enumerate(zip(self.graph.groups, self._group_sessions)):
+        last_sharer = {plan.shared_crop[g]: g for g in plan.local}
+        last_use = plan.tail.last_use
+        for g in plan.local:
+            group, session = self.graph.groups[g], self._group_sessions[g]
             sy, sx = plan.steps_y[g], plan.steps_x[g]
             first = plan.shared_crop[g]
             crops = shared.get(first)
@@ -312,11 +391,11 @@ class IncrementalOcclusionExecutor(NaiveOcclusionExecutor):
                 feeds[feed] = self._assemble(base.values[name], (0, 0), wy, wx, sy.win, sx.win, windows[name], ys, xs)
             windows[group.output_name] = (session.run(None, feeds)[0], wy, wx)
             for name in dict.fromkeys((group.input_name, *group.side_inputs)):
-                if self._last_use.get(name) == g:
+                if last_use.get(name) == g:
                     del windows[name]
         zeros = np.zeros(n, dtype=np.int64)
         return {name: self._assemble(base.values[name], (0, 0), zeros, zeros, *base.values[name].shape[1:],
-                                     windows[name], ys, xs) for name in self.graph.splits}
+                                     windows[name], ys, xs) for name in plan.tail.splits}
 
     def run(self, image: np.ndarray, *, mode: str = "exact", target_class: int | None = None, tau: float = 1.0,
             r_drill: float = 1.0, stage1_stride: int | None = None, map_kind: str = "prob",

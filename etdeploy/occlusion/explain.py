@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,7 +217,7 @@ def explain_images(onnx_path: str | os.PathLike, images: Sequence[ExplainInput],
                    stage1_stride: int | None = None, tune_images: Sequence[ExplainInput] | None = None,
                    check_ssim: bool = False, patch_value: float = 0.0, batch_size: int = 16, threads: int = 2,
                    force: bool = False, staged: bool = True, timing: bool = True,
-                   progress: bool = True) -> ExplainRun:
+                   progress: bool = True, min_tuning_maps: int = 1) -> ExplainRun:
     """Occlusion maps of ``images`` on the ONNX classifier ``onnx_path``, written into ``out``.
 
     ``mean``/``std``: per-channel normalisation on [0, 1]; ``class_names`` (default ``class0``...) name the
@@ -224,8 +225,13 @@ def explain_images(onnx_path: str | os.PathLike, images: Sequence[ExplainInput],
     ``map_kind``: prob | drop | logit | logprob; ``classes``: the classes to map (default: each image's
     predicted class). Approx mode runs with ``tau``/``r_drill``/``stage1_stride`` when ``tau`` or ``r_drill``
     is given (the other defaulting to 1), else tunes them on ``tune_images`` (default: the first two
-    images) to reach ``target_ssim + ssim_margin``; ``check_ssim`` also computes the exact maps and records
-    each map's SSIM against them. ``patch_value``: patch colour in normalised space (0 = the data mean).
+    images) to reach ``target_ssim + ssim_margin``, scoring ``map_kind`` maps or, when fewer than
+    ``min_tuning_maps`` of them are usable (a confident model's ``prob`` maps are flat), logit maps
+    (:func:`~etdeploy.occlusion.tuner.tune_approx`; the summary's ``tuning`` records the kind and why, and
+    the drill-down then selects by that kind); fewer usable maps than ``min_tuning_maps`` is refused
+    (``OcclusionError``), and tuning on a single one is recorded as ``tuning.warning``. ``check_ssim`` also
+    computes the exact maps and records each map's SSIM against them. ``patch_value``: patch colour in
+    normalised space (0 = the data mean).
 
     ``out``: a new folder, built under a temporary name and renamed into place (``staged``; an existing
     non-empty one is refused unless ``force``), or with ``staged=False`` an existing empty folder that the
@@ -304,12 +310,15 @@ def explain_images(onnx_path: str | os.PathLike, images: Sequence[ExplainInput],
             tune_items = list(tune_images) if tune_images else list(images[:2])
             tune_floats = [prepared(item)[1] for item in tune_items]
             t0 = time.perf_counter()
-            tuned = tune_approx(executor, tune_floats, target_ssim=target_ssim, map_kind=map_kind, margin=ssim_margin,
-                                flat_threshold=FLAT_MAP_RANGE, progress=progress)
+            with warnings.catch_warnings():  # a single tuning map is recorded in the summary (tuning.warning)
+                warnings.simplefilter("ignore", UserWarning)
+                tuned = tune_approx(executor, tune_floats, target_ssim=target_ssim, map_kind=map_kind,
+                                    margin=ssim_margin, flat_threshold=FLAT_MAP_RANGE, min_maps=min_tuning_maps,
+                                    progress=progress)
             seconds["tuning_seconds"] = time.perf_counter() - t0
             tuning = dataclasses.replace(tuned, images=tuple(item.name for item in tune_items))
             settings = ApproxSettings(tau=tuned.tau, r_drill=tuned.r_drill, stage1_stride=tuned.stage1_stride,
-                                      map_kind=map_kind)
+                                      map_kind=tuned.map_kind)
     run_kwargs: dict[str, Any] = {"mode": mode}
     if settings is not None:
         run_kwargs.update(tau=settings.tau, r_drill=settings.r_drill, stage1_stride=settings.stage1_stride,

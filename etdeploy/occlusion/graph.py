@@ -25,7 +25,7 @@ import numpy as np
 from etdeploy.errors import OnnxModelError, UnsupportedOpError
 from etdeploy.occlusion.geometry import POINTWISE, AxisGeom, DagLayer, centred_regions
 from etdeploy.occlusion.ops import GLOBAL_OPS, MERGE_HANDLERS, OP_HANDLERS, SUPPORTED_OPS, PrefixOp
-from etdeploy.onnx_graph import batch1_macs, constant_values, data_inputs, image_input
+from etdeploy.onnx_graph import batch1_macs, constant_values, data_inputs, final_activation, image_input
 
 _LRN_PLUMBING = frozenset({
     "Mul", "Pow", "Unsqueeze", "Squeeze", "Pad", "AveragePool", "Reshape", "Shape", "Gather", "Constant", "Concat",
@@ -53,6 +53,35 @@ def load_onnx(source: Any):
     if len(data_inputs(model)) != 1:
         raise OnnxModelError("the occlusion executor needs a model with exactly one image input", path)
     return model
+
+
+def logits_model(model) -> tuple[Any, str | None]:
+    """``(model, activation)``: a classifier whose output is ``Softmax``/``LogSoftmax`` of its logits
+    (:func:`etdeploy.onnx_graph.final_activation`; a deployable that keeps a user's probability output)
+    is cut before that activation, so occlusion always works on logits and derives probabilities once
+    (applying softmax to probabilities would distort every map). ``activation``: the op removed, or
+    ``None`` (the model is returned unchanged)."""
+    import onnx
+
+    found = final_activation(model)
+    if found is None:
+        return model, None
+    op_type, logits = found
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    producers = {o: i for i, node in enumerate(graph.node) for o in node.output}
+    removed, name = set(), graph.output[0].name
+    while name != logits:  # the activation and the Identity/Cast nodes after it
+        removed.add(producers[name])
+        name = graph.node[producers[name]].input[0]
+    kept = [onnx.NodeProto() for _ in range(len(graph.node) - len(removed))]
+    for copy, node in zip(kept, (n for i, n in enumerate(graph.node) if i not in removed), strict=True):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    graph.output[0].name = logits
+    return out, op_type
 
 
 def _scalar(consts: dict[str, np.ndarray], name: str) -> float | None:
@@ -431,7 +460,7 @@ def analyse(model, input_hw: tuple[int, int], split_before: frozenset[int] = fro
     regions = centred_regions(prefix.dag_layers(), input_shape[1], input_shape[2], patch or 1)
     area = {op.output: max(0, y1 - y0) * max(0, x1 - x0) for op, ((y0, y1), (x0, x1)) in zip(ops, regions)}
     prefix.groups = _make_groups(ops, shapes, consts, model, splits, split_before, area)
-    prefix.suffix, prefix.suffix_macs = _suffix_model(model, prefix.splits, prefix.split_shapes)
+    prefix.suffix, prefix.suffix_macs = suffix_model(model, prefix.splits, prefix.split_shapes)
     out_dims = [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim]
     prefix.num_classes = int(out_dims[-1]) if out_dims and out_dims[-1] > 0 else -1
     return prefix
@@ -483,7 +512,7 @@ def _chain_tensor(group: Group, op: PrefixOp) -> str:
     return group.ops[position - 1].output
 
 
-def _suffix_model(model, splits: tuple[str, ...], shapes: tuple[tuple[int, int, int], ...]) -> tuple[Any, int]:
+def suffix_model(model, splits: tuple[str, ...], shapes: tuple[tuple[int, int, int], ...]) -> tuple[Any, int]:
     """The global suffix as its own model (inputs ``splits``, ``(N, *shape)`` each) and its MACs at batch 1."""
     import onnx
 

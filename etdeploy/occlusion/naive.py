@@ -19,7 +19,7 @@ import numpy as np
 
 from etdeploy.errors import OcclusionError, OnnxModelError
 from etdeploy.occlusion.geometry import grid_starts, validate_patch
-from etdeploy.occlusion.graph import image_layout, load_onnx, with_dynamic_batch
+from etdeploy.occlusion.graph import image_layout, load_onnx, logits_model, with_dynamic_batch
 from etdeploy.occlusion.result import MAP_KINDS, OcclusionResult
 from etdeploy.ort_session import make_session
 from etdeploy.progress import progress_bar
@@ -43,7 +43,8 @@ class NaiveOcclusionExecutor:
     def __init__(self, onnx_model: Any, input_size: int | tuple[int, int] | None = None, patch: int = 16,
                  stride: int = 4, *, batch_size: int = 16, threads: int = 2, opt_level: str = "all",
                  patch_value: float | Sequence[float] = 0.0):
-        raw = load_onnx(onnx_model)
+        # a probability output (Softmax kept for flight software) is cut: maps come from the logits
+        raw, self.output_activation = logits_model(load_onnx(onnx_model))
         self.path = None if hasattr(onnx_model, "graph") else str(onnx_model)
         self.layout = image_layout(raw)
         self.input_hw = self._input_hw(self.layout.spatial, input_size)

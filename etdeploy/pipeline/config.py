@@ -7,6 +7,7 @@ Unknown keys and wrong types are errors that name the TOML field. ``etdeploy con
 from __future__ import annotations
 
 import dataclasses
+import keyword
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -34,6 +35,12 @@ class ModelConfig:
     lr: float = 1e-3
     batch_size: int = 32
     seed: int = 0
+    # TOML key ``import``: a model trained elsewhere instead of training (an .onnx file, or a weights file
+    # .safetensors/.pt/.pth for the model ``arch`` builds), imported with this normalisation of its input
+    import_: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    scale: float | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,14 @@ class OcclusionConfig:
 # Keys added after runs were first written: at their default they are left out of the configuration
 # hash, so a run started before they existed can still be resumed with the same settings.
 LATER_KEYS_AT_DEFAULT = {("occlusion", "ssim_margin"): 0.05, ("occlusion", "map_kind"): "prob"}
+# Keys of the import route: left out of the configuration's dictionary (and so of its hash and the
+# report) while unset, so that every configuration without an import reads as it always did.
+UNSET_IMPORT_KEYS = ("import_", "mean", "std", "scale")
+
+
+def toml_key(field_name: str) -> str:
+    """A field named after a Python keyword ends in ``_`` (``import_``); its TOML key is the keyword."""
+    return field_name[:-1] if field_name.endswith("_") and keyword.iskeyword(field_name[:-1]) else field_name
 
 
 @dataclass(frozen=True)
@@ -105,7 +120,14 @@ class RunConfig:
     targets: TargetsConfig = field(default_factory=TargetsConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The configuration as TOML would spell it (``[model] import``; import keys only when set)."""
+        out = dataclasses.asdict(self)
+        model = out["model"]
+        for key in UNSET_IMPORT_KEYS:
+            if model[key] is None:
+                del model[key]
+        return {section: {toml_key(k): v for k, v in value.items()} if isinstance(value, dict) else value
+                for section, value in out.items()}
 
 
 DEFAULT_TOML = '''# etdeploy run configuration. Every key is optional; these are the defaults.
@@ -122,6 +144,11 @@ seed = 0
 [model]
 arch = "alexnet-mini"            # alexnet | alexnet-mini | vgg16 | sequential-cnn | package.module:factory
 # load = "path/to/model-dir"     # use a saved model instead of training one
+# import = "path/to/model.onnx"  # import a model trained elsewhere instead of training one: an ONNX file, or
+#                                # weights (.safetensors/.pt/.pth state dict) of the model `arch` builds
+# scale = 255.0                  # import: the model's input is uint8 / scale (a Keras Rescaling model: 255) ...
+# mean = [0.485, 0.456, 0.406]   # ... or (uint8 / 255 - mean) / std, per channel
+# std = [0.229, 0.224, 0.225]
 # input_size = 64                # square input size (default: the architecture's own)
 epochs = 30                      # training epochs (best-on-validation checkpoint is kept)
 lr = 0.001                       # Adam learning rate (the paper's)
@@ -204,19 +231,20 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
 
 def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
+    keys = {toml_key(fld.name): fld.name for fld in dataclasses.fields(cls)}  # TOML key -> field
+    unknown = sorted(set(raw) - set(keys))
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(f'{where}{k}' for k in unknown)}; "
-                          f"valid: {', '.join(sorted(names))}")
+                          f"valid: {', '.join(sorted(keys))}")
     kwargs = {}
-    for key, value in raw.items():
+    for raw_key, value in raw.items():
+        key = keys[raw_key]
         if key in _SECTIONS and cls is RunConfig:
             if not isinstance(value, dict):
                 raise ConfigError(f"[{key}] must be a table")
             kwargs[key] = _build(_SECTIONS[key], value, f"{key}.")
         else:
-            kwargs[key] = _coerce(value, hints[key], f"{where}{key}")
+            kwargs[key] = _coerce(value, hints[key], f"{where}{raw_key}")
     return cls(**kwargs)
 
 
@@ -230,6 +258,9 @@ def validate(config: RunConfig) -> RunConfig:
         (config.model.epochs >= 0, "model.epochs must be >= 0"),
         (config.model.lr > 0, "model.lr must be > 0"),
         (config.model.batch_size >= 1, "model.batch_size must be >= 1"),
+        (config.model.import_ is None or config.model.load is None, "model.import and model.load exclude each other"),
+        (config.model.import_ is not None or (config.model.mean, config.model.std, config.model.scale) == (None,) * 3,
+         "model.mean, model.std and model.scale are the normalisation of an imported model: set model.import"),
         (config.ranking.steps >= 1, "ranking.steps must be >= 1"),
         (len(config.ranking.layers) >= 1, "ranking.layers must name at least one layer"),
         (config.ranking.split in SPLITS, "ranking.split must be train, val or test"),

@@ -11,7 +11,9 @@ sort), so orders are deterministic.
 Registered schedules (``SCHEDULES``): ``bottom-first`` (lowest rank first: the paper's method),
 ``top-first`` (highest rank first: the control that should hurt most), ``random`` (seeded
 permutation: the second control) and ``class-ea:<k>`` (descending ``E^k_kk``, ``k`` a class index or
-name). Adding a schedule means adding one class to ``SCHEDULES``.
+name). Adding a schedule means adding one class to ``SCHEDULES``. The importance criteria of the
+pruning literature (magnitude, Taylor, APoZ, ...: :data:`etdeploy.pruning.criteria.CRITERIA`) follow
+the same contract and are accepted wherever a schedule is (:func:`parse_schedule`).
 """
 
 from __future__ import annotations
@@ -117,14 +119,24 @@ def resolve_class(argument: str | None, num_classes: int, classes: Sequence[str]
     return k
 
 
+def all_schedule_names() -> list[str]:
+    """:func:`schedule_names` followed by the importance criteria (:data:`~etdeploy.pruning.criteria.CRITERIA`)."""
+    from etdeploy.pruning.criteria import CRITERIA
+
+    return schedule_names() + list(CRITERIA)
+
+
 def parse_schedule(schedule: str) -> tuple[Schedule, str | None]:
-    """``"class-ea:2"`` -> (ClassEA, "2"); ``"bottom-first"`` -> (BottomFirst, None). Unknown -> PruningError."""
+    """``"class-ea:2"`` -> (ClassEA, "2"); ``"bottom-first"`` -> (BottomFirst, None); a criterion name
+    (``"taylor"``) -> that criterion. Unknown -> PruningError."""
+    from etdeploy.pruning.criteria import CRITERIA
+
     if not isinstance(schedule, str):
         raise PruningError(f"schedule must be a string, got {type(schedule).__name__}")
     name, sep, argument = schedule.partition(":")
-    sched = SCHEDULES.get(name)
+    sched = SCHEDULES.get(name) or CRITERIA.get(name)
     if sched is None:
-        raise PruningError(f"unknown schedule {schedule!r}; choose one of {', '.join(schedule_names())}")
+        raise PruningError(f"unknown schedule {schedule!r}; choose one of {', '.join(all_schedule_names())}")
     if sched.parameterised and not sep:
         raise PruningError(f"schedule {name!r} needs an argument: {name}:<k>")
     if not sched.parameterised and sep:

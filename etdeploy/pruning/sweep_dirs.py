@@ -24,10 +24,27 @@ CSV_FILE = "sweep.csv"
 
 
 @dataclass(frozen=True)
+class RandomBandRun(Record):
+    """``random`` over several seeds: ``seeds`` ``(r,)``; ``accuracy_min``/``accuracy_max`` ``(p,)`` pointwise
+    over seeds; ``auc_seeds`` ``(r,)`` each seed's area, and their min/max. Computed by
+    :func:`etdeploy.pruning.sweep.sweep` (there named ``RandomBand``) and stored as is."""
+
+    seeds: tuple[int, ...]
+    accuracy_min: tuple[float, ...]
+    accuracy_max: tuple[float, ...]
+    auc_seeds: tuple[float, ...]
+    auc_min: float
+    auc_max: float
+
+
+@dataclass(frozen=True)
 class SweepCurveRun(Record):
     """One schedule's curve over the grid (``p`` points, ``K`` classes): ``counts`` ``(p,)`` neurons masked,
     ``fractions`` ``(p,)`` of the layer width, ``accuracy`` ``(p,)``, ``per_class_accuracy`` ``(p, K)``
-    (None: no image of the class), normalised areas under the curves (see :func:`~etdeploy.pruning.sweep.curve_area`)."""
+    (None: no image of the class), normalised areas under the curves (see :func:`~etdeploy.pruning.sweep.curve_area`),
+    95 % intervals (``accuracy_ci95`` ``(p, 2)`` Wilson, ``auc_ci95`` bootstrap; empty/None in sweeps
+    written before they existed) and, for ``random`` over several seeds, the ``band`` (``accuracy`` is
+    then the seeds' mean)."""
 
     counts: tuple[int, ...]
     fractions: tuple[float, ...]
@@ -35,6 +52,9 @@ class SweepCurveRun(Record):
     per_class_accuracy: tuple[tuple[float | None, ...], ...]
     auc: float | None
     auc_per_class: tuple[float | None, ...]
+    accuracy_ci95: tuple[tuple[float, float], ...] = ()
+    auc_ci95: tuple[float, float] | None = None
+    band: RandomBandRun | None = None
 
 
 @dataclass(frozen=True)
@@ -81,43 +101,67 @@ def sweep_run(result, *, split: str, ranking_sha256: str) -> SweepRun:
 
 
 def sweep_dirs(model_dir: str | os.PathLike, ranking_dir: str | os.PathLike, *, dataset, schedules: Sequence[str],
-               layer: str, split: str, out: str | os.PathLike, counts: Sequence[int] | None = None,
-               percents: Sequence[float] | None = None, points: int = 21, seed: int = 0, force: bool = False,
-               progress: bool = True, split_images: Callable[[str, int], Any] | None = None,
-               allow_other_data: bool = False) -> SweepRun:
+               layer: str | Sequence[str], split: str, out: str | os.PathLike, counts: Sequence[int] | None = None,
+               percents: Sequence[float] | None = None, points: int = 21, grid: str = "uniform", seed: int = 0,
+               random_seeds: int = 1, force: bool = False, progress: bool = True,
+               split_images: Callable[[str, int], Any] | None = None, allow_other_data: bool = False) -> SweepRun:
     """Accuracy (overall, per class) on ``split`` vs neurons of ``layer`` masked, per schedule, no retraining.
 
-    ``counts`` or ``percents`` give the grid (default: ``points`` evenly spaced counts); ``seed``
-    seeds the ``random`` schedule. ``split_images(split, size) -> ImageSplit``: where decoded images
+    ``layer``: one layer, or several masked together at shared percentages
+    (:func:`~etdeploy.pruning.sweep.sweep`); ``split``: one of :data:`~etdeploy.vocab.SPLITS`, or
+    several joined by ``+`` and measured together (``"val+test"``: both held-out splits). ``counts`` or ``percents`` give the grid
+    (default: ``points`` counts spread by ``grid``, :func:`~etdeploy.pruning.sweep.sweep_grid`);
+    ``seed`` seeds the ``random`` schedule (seeds ``seed .. seed + random_seeds - 1``: a band) and
+    the bootstrap. ``split_images(split, size) -> ImageSplit``: where decoded images
     come from (default: decode from ``dataset``). ``allow_other_data``: use splits other than the
     model's training data's (warns instead of refusing; :func:`~etdeploy.data.check_compatible`). Every input is validated before the images are
     decoded. Returns the :class:`SweepRun` (``sweep.json``).
     """
+    import numpy as np
+
     from etdeploy.attribution.result import load_ranking
     from etdeploy.data.compat import check_compatible
     from etdeploy.data.images import load_split_images
+    from etdeploy.errors import PruningError
     from etdeploy.fileio import StagedDir, atomic_write_bytes, canonical_json, refuse_existing_output
     from etdeploy.models import load_model
     from etdeploy.pruning.masking import check_ranking, resolve_layers
     from etdeploy.pruning.record import ranking_sha256
     from etdeploy.pruning.schedules import validate_schedule
-    from etdeploy.pruning.sweep import sweep, sweep_csv, sweep_grid
+    from etdeploy.pruning.sweep import percent_grid, sweep, sweep_csv, sweep_grid
+    from etdeploy.vocab import SPLITS
 
     out = Path(out)
     refuse_existing_output(out, force=force)
+    parts = split.split("+")
+    if any(p not in SPLITS for p in parts) or len(set(parts)) != len(parts):
+        raise PruningError(f"unknown split {split!r} for a sweep; use one of {', '.join(SPLITS)} or several "
+                           "joined by '+' (val+test)")
+    if isinstance(random_seeds, bool) or not isinstance(random_seeds, int) or random_seeds < 1:
+        raise PruningError(f"the number of random seeds must be a positive integer, got {random_seeds!r}")
     model = load_model(model_dir)
     ranking = load_ranking(ranking_dir)
     rhash = ranking_sha256(ranking_dir)
     for s in schedules:
         validate_schedule(s, ranking.classes, len(ranking.classes))
-    names = resolve_layers(model, ranking, [layer])
+    wanted = [layer] if isinstance(layer, str) else list(layer)
+    names = resolve_layers(model, ranking, wanted)
     check_ranking(model, ranking, names)
-    sweep_grid(ranking.layer(layer).width, counts=counts, percents=percents, points=points)
-    check_compatible(model, dataset, model_dir, split=split, allow_other_data=allow_other_data)
+    if len(names) == 1:
+        sweep_grid(ranking.layer(names[0]).width, counts=counts, percents=percents, points=points, grid=grid)
+    elif counts is not None:
+        raise PruningError("a sweep of several layers takes percents (shared by the layers), not counts")
+    else:
+        percent_grid([ranking.layer(n).width for n in names], percents=percents, points=points, grid=grid)
+    for part in parts:
+        check_compatible(model, dataset, model_dir, split=part, allow_other_data=allow_other_data)
     load = split_images or (lambda s, px: load_split_images(dataset, s, px, progress=progress))
-    data = load(split, model.spec.input_size)
-    result = sweep(model, ranking, data.images, data.labels, layer=layer, schedules=schedules, counts=counts,
-                   percents=percents, points=points, seed=seed, progress=progress)
+    loaded = [load(part, model.spec.input_size) for part in parts]
+    images = np.concatenate([d.images for d in loaded])
+    labels = np.concatenate([d.labels for d in loaded])
+    result = sweep(model, ranking, images, labels, layer=names, schedules=schedules, counts=counts,
+                   percents=percents, points=points, grid=grid, seed=seed, random_seeds=random_seeds,
+                   progress=progress)
     run = sweep_run(result, split=split, ranking_sha256=rhash)
     with StagedDir(out, force=force) as tmp:
         atomic_write_bytes(tmp / CSV_FILE, sweep_csv(result).encode())
@@ -133,4 +177,4 @@ def read_sweep_run(folder: str | os.PathLike) -> SweepRun:
     return read_record(Path(folder) / RUN_FILE, SweepRun, what="sweep result", error=PruningError)
 
 
-__all__ = ["SweepCurveRun", "SweepRun", "read_sweep_run", "sweep_dirs", "sweep_run"]
+__all__ = ["RandomBandRun", "SweepCurveRun", "SweepRun", "read_sweep_run", "sweep_dirs", "sweep_run"]

@@ -24,6 +24,15 @@ What is counted (batch fixed to 1, shapes from ``onnx.shape_inference``, see
   peak is the maximum over steps. Every tensor is assumed to have its own buffer (no in-place
   reuse, no operator scratch memory). Reported twice: ``peak_activation_bytes`` excludes the model
   input and output tensors, ``peak_ram_bytes`` includes them (ST's "RAM = activations + I/O").
+- **int8 (QDQ) models** (``quantize``'s output; ``precision`` = ``int8``): sized as an int8 runtime
+  executes them (:func:`fuse_qdq`). An op whose data inputs all come from ``DequantizeLinear`` and
+  whose only consumer is a ``QuantizeLinear`` runs in integers: it reads the quantised tensors and
+  writes the ``QuantizeLinear`` output (1 byte per element), and those Q/DQ nodes are not steps of
+  their own. A ``DequantizeLinear`` of a constant is a weight (stored int8, counted as stored).
+  Q/DQ nodes that remain (quantising the input, dequantising before an op that stays float, such as
+  LRN) are real conversions with their real tensors. ``parameters`` counts the dequantised
+  constants' elements plus the float constants that are not quantisation scales, so the int8 model
+  has the fp32 model's parameter count; Q/DQ are not ops a target lacks (:mod:`.fit`).
 """
 
 from __future__ import annotations
@@ -45,9 +54,12 @@ from etdeploy.onnx_graph import (
 )
 from etdeploy.records import Record
 
-__all__ = ["INT8_QPARAM_BYTES", "GraphAnalysis", "LayerRow", "analyse_graph", "infer_batch1", "liveness_peak"]
+__all__ = ["INT8_QPARAM_BYTES", "QDQ_OPS", "GraphAnalysis", "LayerRow", "analyse_graph", "fuse_qdq", "infer_batch1",
+           "liveness_peak"]
 
 INT8_QPARAM_BYTES = 5  # fp32 scale + int8 zero point per quantised tensor
+#: The quantisation representation of a QDQ model (not compute ops of their own in an int8 runtime).
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,7 @@ class GraphAnalysis(Record):
     output_bytes: int
     ops: tuple[str, ...]
     index_elements: int = 0
+    precision: str = "fp32"
 
 
 def analyse_graph(model) -> GraphAnalysis:
@@ -151,17 +164,75 @@ def analyse_graph(model) -> GraphAnalysis:
     for name in unclaimed:  # weights nobody consumes (or only Constant outputs fed to nothing)
         int8_bytes += weight_bytes[name]
 
-    peak_act, step_act = liveness_peak(nodes, sizes, weight_shapes, graph_inputs, graph_outputs, include_io=False)
-    peak_ram, step_ram = liveness_peak(nodes, sizes, weight_shapes, graph_inputs, graph_outputs, include_io=True)
+    precision = "int8" if any(n.op_type in QDQ_OPS for n in nodes) else "fp32"
+    parameters = parameter_count(inferred)
+    live_nodes, live_weights = nodes, dict(weight_shapes)
+    if precision == "int8":
+        live_nodes, dequantised = fuse_qdq(nodes, set(weight_shapes))
+        live_weights.update(dict.fromkeys(dequantised, ()))
+        scales = {n.input[i] for n in nodes if n.op_type in QDQ_OPS for i in (1, 2) if len(n.input) > i}
+        parameters = sum(prod(weight_shapes[n.input[0]]) for n in nodes
+                         if n.op_type == "DequantizeLinear" and n.input[0] in weight_shapes) + \
+            sum(prod(weight_shapes[name]) for name, t in tensors.items()
+                if is_float_tensor(t) and name not in scales and not any(
+                    n.op_type == "DequantizeLinear" and n.input[0] == name for n in nodes))
+    peak_act, step_act = liveness_peak(live_nodes, sizes, live_weights, graph_inputs, graph_outputs, include_io=False)
+    peak_ram, step_ram = liveness_peak(live_nodes, sizes, live_weights, graph_inputs, graph_outputs, include_io=True)
     total_macc = sum(r.macc for r in rows)
     ops = tuple(sorted({n.op_type for n in nodes}))
     return GraphAnalysis(
-        layers=tuple(rows), total_macc=total_macc, parameters=parameter_count(inferred),
+        layers=tuple(rows), total_macc=total_macc, parameters=parameters,
         weights_bytes_fp32=sum(weight_bytes.values()), weights_bytes_int8=int8_bytes,
         peak_activation_bytes=peak_act, peak_activation_step=step_act, peak_ram_bytes=peak_ram,
         peak_ram_step=step_ram, input_bytes=sum(sizes[n] for n in graph_inputs),
         output_bytes=sum(sizes[n] for n in graph_outputs), ops=ops,
-        index_elements=sum(prod(weight_shapes[n]) for n in index_names))
+        index_elements=sum(prod(weight_shapes[n]) for n in index_names), precision=precision)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """A node as liveness sees it (``fuse_qdq`` rewrites inputs and outputs)."""
+
+    op_type: str
+    input: tuple[str, ...]
+    output: tuple[str, ...]
+
+
+def fuse_qdq(nodes, constants: set[str]) -> tuple[list[_Step], set[str]]:
+    """The steps an int8 runtime executes for a QDQ graph (see the module docstring), and the outputs of
+    ``DequantizeLinear`` nodes of constants (weights, not activations). Pure."""
+    dequantised = {n.output[0] for n in nodes if n.op_type == "DequantizeLinear" and n.input[0] in constants}
+    fixed = constants | dequantised
+    producer = {o: n for n in nodes for o in n.output if o}
+    consumers: dict[str, list] = {}
+    for n in nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    fused: dict[int, _Step] = {}
+    absorbed: set[int] = set()
+    for n in nodes:
+        if n.op_type in QDQ_OPS or n.op_type == "Constant" or len(n.output) != 1:
+            continue
+        data = [i for i in n.input if i and i not in fixed]
+        sources = [producer.get(i) for i in data]
+        after = consumers.get(n.output[0], [])
+        if not data or any(p is None or p.op_type != "DequantizeLinear" for p in sources) \
+                or len(after) != 1 or after[0].op_type != "QuantizeLinear":
+            continue
+        fused[id(n)] = _Step(n.op_type, tuple(p.input[0] for p in sources), (after[0].output[0],))
+        absorbed.add(id(after[0]))
+    steps = []
+    for n in nodes:
+        if id(n) in fused:
+            steps.append(fused[id(n)])
+            continue
+        if id(n) in absorbed or (n.op_type == "DequantizeLinear" and n.output[0] in dequantised):
+            continue
+        users = consumers.get(n.output[0], []) if n.output else []
+        if n.op_type == "DequantizeLinear" and users and all(id(u) in fused for u in users):
+            continue  # every consumer reads the quantised tensor directly
+        steps.append(_Step(n.op_type, tuple(n.input), tuple(n.output)))
+    return steps, dequantised
 
 
 def liveness_peak(nodes, sizes: dict[str, int], weights: dict[str, Any], graph_inputs: list[str],

@@ -10,18 +10,23 @@ The graph facts (MACC, parameters, weights bytes, activation peak) come from
   (activations + I/O, plus the weights when the target loads them into RAM), non-volatile memory
   (weights), ops, precision, and latency when a deadline is given; once with the fp32 weights as
   stored and once with the int8 estimate.
+- **int8 (QDQ) models** (``analysis.precision == "int8"``, e.g. ``etdeploy quantize``'s output): the
+  weights as stored are already int8, so both verdicts use them and the labels say so;
+  QuantizeLinear/DequantizeLinear are the quantisation's representation, not ops a target lacks; the
+  precision check asks for an int8 path or fp32 (a target without an int8 path runs the graph
+  dequantised in fp32: int8 then saves memory, not time).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from etdeploy.errors import OnnxModelError
 from etdeploy.records import Record
-from etdeploy.targets.analysis import GraphAnalysis, analyse_graph
+from etdeploy.targets.analysis import QDQ_OPS, GraphAnalysis, analyse_graph
 from etdeploy.targets.profile import TargetProfile, profile_to_dict
 from etdeploy.targets.text import format_bytes
 
@@ -58,6 +63,7 @@ class FitReport:
     checks: tuple[ResourceCheck, ...]
     int8_checks: tuple[ResourceCheck, ...]
     model_file: dict[str, Any]
+    measured: dict[str, dict[str, Any]] = field(default_factory=dict)  # per ISA, from a flight bundle
 
     @property
     def fits(self) -> bool:
@@ -75,6 +81,7 @@ class FitReport:
             "checks": [c.to_dict() for c in self.checks],
             "int8_checks": [c.to_dict() for c in self.int8_checks],
             "fits": self.fits,
+            **({"measured": dict(self.measured)} if self.measured else {}),
         }
 
     def text(self, *, max_rows: int = 60) -> str:
@@ -132,20 +139,28 @@ def fit_report(a: GraphAnalysis, target: TargetProfile, *, deadline_s: float | N
     """The verdict of a graph (its :func:`~etdeploy.targets.analysis.analyse_graph`) on ``target``. Pure."""
     latency = a.total_macc / target.sustained_macs_per_s
     lower = a.total_macc / target.peak_macs_per_s
-    unsupported = tuple(op for op in a.ops if op != "Constant" and not target.supports_op(op))
-    checks = _memory_checks(a, target, a.weights_bytes_fp32, "fp32")
+    int8 = a.precision == "int8"
+    unsupported = tuple(op for op in a.ops if op != "Constant" and not (int8 and op in QDQ_OPS)
+                        and not target.supports_op(op))
+    checks = _memory_checks(a, target, a.weights_bytes_fp32, "int8 as stored" if int8 else "fp32")
     checks.append(ResourceCheck("ops", float(len(unsupported)), 0.0, "ops",
                                 "fits" if not unsupported else "does not fit",
                                 "all ops supported" if not unsupported else
                                 f"ops not in the target's list: {', '.join(unsupported)}"))
-    checks.append(ResourceCheck("precision", 0.0, 0.0, "", "fits" if target.fp32 else "does not fit",
-                                "fp32 runs on the target" if target.fp32 else
-                                "target has no fp32 path: convert to fp16" + (" or int8" if target.int8 else "")))
+    if int8:
+        checks.append(ResourceCheck("precision", 0.0, 0.0, "", "fits" if target.int8 or target.fp32 else "does not fit",
+                                    "int8 (QDQ) model: the target has an int8 path" if target.int8 else
+                                    "int8 (QDQ) model, no int8 path: runs dequantised in fp32 (saves memory, not time)"
+                                    if target.fp32 else "target has neither an int8 nor an fp32 path"))
+    else:
+        checks.append(ResourceCheck("precision", 0.0, 0.0, "", "fits" if target.fp32 else "does not fit",
+                                    "fp32 runs on the target" if target.fp32 else
+                                    "target has no fp32 path: convert to fp16" + (" or int8" if target.int8 else "")))
     if deadline_s is not None:
         checks.append(ResourceCheck("latency", latency, float(deadline_s), "s",
                                     "fits" if latency <= deadline_s else "does not fit",
                                     f"estimated {latency:.3g} s (bound {lower:.3g} s) vs deadline {deadline_s:g} s"))
-    int8_checks = tuple(_memory_checks(a, target, a.weights_bytes_int8, "int8 estimate"))
+    int8_checks = tuple(_memory_checks(a, target, a.weights_bytes_int8, "int8 as stored" if int8 else "int8 estimate"))
     return FitReport(target=target, analysis=a, latency_s=latency, latency_lower_bound_s=lower,
                      unsupported_ops=unsupported, checks=tuple(checks), int8_checks=int8_checks,
                      model_file=dict(model_file or {}))

@@ -6,6 +6,10 @@ pipeline's fit stage).
 (:func:`~etdeploy.targets.fit.fit_report`). Its :class:`FitRun` holds each profile once and each
 model's analysis once; :meth:`FitRun.report` rebuilds the per-(model, target)
 :class:`~etdeploy.targets.fit.FitReport` for text output.
+
+Measured beside estimated: when the ONNX file is a flight bundle's ``model.onnx`` (``etdeploy
+package``; its folder has ``measured.json`` and a ``package.json`` whose source SHA-256 is the file's),
+:func:`measured_figures` adds the bundle's per-ISA sizes and stack to the model's result.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from etdeploy.targets.analysis import GraphAnalysis
 from etdeploy.targets.fit import FitReport, ResourceCheck, fit_report
 from etdeploy.targets.profile import TargetProfile, resolve_targets
 
-__all__ = ["FIT_FORMAT", "FitRun", "ModelFit", "TargetVerdict", "fit_targets", "read_fit"]
+__all__ = ["FIT_FORMAT", "FitRun", "ModelFit", "TargetVerdict", "fit_targets", "measured_figures", "read_fit"]
 
 FIT_FORMAT = "etdeploy-fit"
 
@@ -67,6 +71,7 @@ class ModelFit(Record):
     model_file: dict[str, Any]
     analysis: GraphAnalysis
     verdicts: dict[str, TargetVerdict]
+    measured: dict[str, dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,8 @@ class FitRun(Record):
         v = m.verdicts[target_id]
         return FitReport(target=self.targets[target_id], analysis=m.analysis, latency_s=v.latency_s,
                          latency_lower_bound_s=v.latency_lower_bound_s, unsupported_ops=v.unsupported_ops,
-                         checks=v.checks, int8_checks=v.int8_checks, model_file=dict(m.model_file))
+                         checks=v.checks, int8_checks=v.int8_checks, model_file=dict(m.model_file),
+                         measured=dict(m.measured or {}))
 
 
 def fit_targets(onnx: str | os.PathLike | Mapping[str, str | os.PathLike], target_ids: Sequence[str], *,
@@ -127,10 +133,35 @@ def fit_targets(onnx: str | os.PathLike | Mapping[str, str | os.PathLike], targe
             verdicts[target_id] = TargetVerdict(latency_s=r.latency_s, latency_lower_bound_s=r.latency_lower_bound_s,
                                                 unsupported_ops=r.unsupported_ops, checks=r.checks,
                                                 int8_checks=r.int8_checks)
-        models[name] = ModelFit(model_file={"name": path.name, "bytes": path.stat().st_size,
-                                            "sha256": sha256_file(path)},
-                                analysis=analysis, verdicts=verdicts)
+        digest = sha256_file(path)
+        models[name] = ModelFit(model_file={"name": path.name, "bytes": path.stat().st_size, "sha256": digest},
+                                analysis=analysis, verdicts=verdicts, measured=measured_figures(path, digest))
     return FitRun(targets=profiles, models=models, deadline_s=None if deadline_s is None else float(deadline_s))
+
+
+def measured_figures(onnx_path: Path, sha256: str) -> dict[str, dict[str, Any]] | None:
+    """Per-ISA measured figures of the flight bundle ``onnx_path`` belongs to (``None`` when it is not a
+    bundle's ``model.onnx``, or the bundle was made from another file): ``{isa: {status, text, rodata,
+    data, bss, rom, ram, stack_bytes}}`` for every ISA whose check ran."""
+    from etdeploy.fileio import read_json_artefact
+
+    folder = onnx_path.parent
+    if onnx_path.name != "model.onnx" or not (folder / "measured.json").is_file() \
+            or not (folder / "package.json").is_file():
+        return None
+    package = read_json_artefact(folder / "package.json", what="package record", format="etdeploy-package",
+                                 error=OnnxModelError)
+    if not isinstance(package.get("source"), dict) or package["source"].get("sha256") != sha256:
+        return None
+    doc = read_json_artefact(folder / "measured.json", what="measured figures", format="etdeploy-measured",
+                             error=OnnxModelError)
+    figures = {}
+    for isa, check in sorted((doc.get("checks") or {}).items()):
+        sizes = check.get("sizes") if isinstance(check, dict) else None
+        if isinstance(sizes, dict):
+            figures[isa] = {"status": check.get("status"), "stack_bytes": check.get("stack_bytes"),
+                            **{k: sizes.get(k) for k in ("text", "rodata", "data", "bss", "rom", "ram")}}
+    return figures
 
 
 def read_fit(path: str | os.PathLike) -> FitRun:

@@ -43,7 +43,8 @@ def format_fit_report(report: FitReport, *, max_rows: int = 60) -> str:
     lines += [
         f"total: {a.total_macc:,} MACC (Conv/Gemm/MatMul only), {a.parameters:,} parameters"
         + (f" (+ {a.index_elements:,} Gather indices, in the weights bytes)" if a.index_elements else ""),
-        f"weights: {mb(a.weights_bytes_fp32)} fp32, {mb(a.weights_bytes_int8)} int8 estimate",
+        (f"weights: {mb(a.weights_bytes_fp32)} int8 as stored (a quantised model)" if a.precision == "int8" else
+         f"weights: {mb(a.weights_bytes_fp32)} fp32, {mb(a.weights_bytes_int8)} int8 estimate"),
         (f"activations (batch 1, liveness, no in-place reuse): peak {mb(a.peak_activation_bytes)} without I/O, "
          f"{mb(a.peak_ram_bytes)} with input ({mb(a.input_bytes)}) and output ({mb(a.output_bytes)})"),
         (f"latency estimate: {report.latency_s:.3g} s = MACC / {t.sustained_macs_per_s:.3g} MAC/s sustained "
@@ -51,10 +52,16 @@ def format_fit_report(report: FitReport, *, max_rows: int = 60) -> str:
         ("  (a bound: ignores memory traffic, pooling/LRN/activations and data movement; "
          "approximate figures are not exact)"),
     ]
-    lines.append("verdict (fp32):")
+    lines.append(f"verdict ({'int8 model, as stored' if a.precision == 'int8' else 'fp32'}):")
     lines += [f"  {c.resource:<9} {c.status:<12} {c.detail}" for c in report.checks]
     lines.append(f"  (model RAM budget: {t.model_ram_basis})")
-    lines.append("with int8 weights (estimate):")
+    lines.append("with int8 weights (as stored):" if a.precision == "int8" else "with int8 weights (estimate):")
     lines += [f"  {c.resource:<9} {c.status:<12} {c.detail}" for c in report.int8_checks]
+    if report.measured:
+        lines.append(f"measured in the flight bundle (C, static activations; estimate: weights "
+                     f"{mb(a.weights_bytes_fp32)}, activations peak {mb(a.peak_ram_bytes)}):")
+        lines += [f"  {isa:<6} ROM {mb(m['rom'])} (text {mb(m['text'])}, rodata {mb(m['rodata'])}), RAM "
+                  f"{mb(m['ram'])} (bss {mb(m['bss'])}), stack {m['stack_bytes']} B ({m['status']})"
+                  for isa, m in report.measured.items()]
     lines.append(f"overall: {'FITS' if report.fits else 'DOES NOT FIT'} on {t.id} (MB = 10^6 bytes)")
     return "\n".join(lines)

@@ -6,7 +6,7 @@ import dataclasses
 import re
 import tomllib
 
-from etdeploy.pipeline.config import DEFAULT_TOML, RunConfig, config_from_dict
+from etdeploy.pipeline.config import DEFAULT_TOML, RunConfig, config_from_dict, toml_key
 
 
 def test_default_toml_parses_to_the_dataclass_defaults():
@@ -28,5 +28,6 @@ def test_default_toml_mentions_every_key():
         if key:
             seen.setdefault(current, set()).add(key.group(1))
     for section, cls in sections.items():
-        names = {f.name for f in dataclasses.fields(cls)} - (set(sections) - {None} if section is None else set())
+        names = {toml_key(f.name) for f in dataclasses.fields(cls)} - (set(sections) - {None} if section is None
+                                                                          else set())
         assert names == seen.get(section, set()), section

@@ -11,6 +11,7 @@ from etdeploy.pipeline.stages.data import describe_data, run_data
 from etdeploy.pipeline.stages.explain import describe_explain, run_explain_stage
 from etdeploy.pipeline.stages.export import describe_export, run_export_stage
 from etdeploy.pipeline.stages.fit import describe_fit, run_fit_stage
+from etdeploy.pipeline.stages.package import describe_package, run_package_stage
 from etdeploy.pipeline.stages.parity import describe_parity, run_parity_stage
 from etdeploy.pipeline.stages.prune import describe_prune, run_prune_stage
 from etdeploy.pipeline.stages.rank import describe_rank, run_rank
@@ -28,8 +29,9 @@ STAGES: list[Stage] = [
     Stage("parity", run_parity_stage, describe_parity, inputs=("data", "prune", "export")),
     Stage("explain", run_explain_stage, describe_explain, inputs=("data", "prune", "export")),
     Stage("fit", run_fit_stage, describe_fit, inputs=("export",)),
+    Stage("package", run_package_stage, describe_package, inputs=("data", "export")),
     Stage("report", run_report, describe_report,
-          inputs=("data", "train", "rank", "sweep", "prune", "export", "parity", "explain", "fit")),
+          inputs=("data", "train", "rank", "sweep", "prune", "export", "parity", "explain", "fit", "package")),
 ]
 
 

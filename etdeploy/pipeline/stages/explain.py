@@ -9,6 +9,7 @@ from etdeploy.pipeline.context import RunContext
 
 
 def run_explain_stage(ctx: RunContext, tmp: Path) -> dict[str, Any]:
+    from etdeploy.export.interface import interface_of
     from etdeploy.fileio import sha256_file
     from etdeploy.models import load_model
     from etdeploy.occlusion import ExplainInput, explain_images, pick_explain_images
@@ -23,8 +24,10 @@ def run_explain_stage(ctx: RunContext, tmp: Path) -> dict[str, Any]:
                            true_class=int(test.labels[i]), kind=kind)
               for i, kind in pick_explain_images(test.labels, predictions, oc.images_per_class)]
     approx = oc.mode == "approx"
-    result = explain_images(ctx.stage_dir("export") / "sliced" / "model.sim.onnx", images, mean=spec.mean,
-                            std=spec.std, class_names=spec.class_names, input_size=spec.input_size, patch=oc.patch,
+    interface = interface_of(spec)  # an imported model's export takes the original's input and normalisation
+    mean, std = (spec.mean, spec.std) if interface is None else interface.normalisation(spec.mean, spec.std)
+    result = explain_images(ctx.stage_dir("export") / "sliced" / "model.sim.onnx", images, mean=mean,
+                            std=std, class_names=spec.class_names, input_size=spec.input_size, patch=oc.patch,
                             stride=oc.stride, mode=oc.mode, map_kind=oc.map_kind, target_ssim=oc.target_ssim,
                             ssim_margin=oc.ssim_margin, tune_images=images if approx and images else None, check_ssim=approx,
                             out=tmp, staged=False, timing=False, progress=ctx.progress)

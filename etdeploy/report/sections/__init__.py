@@ -7,8 +7,8 @@ is one module and one line here.
 
 from __future__ import annotations
 
-from etdeploy.report.sections import data, explain, fit, parity, prune, rank, sweep, train
+from etdeploy.report.sections import data, explain, fit, package, parity, prune, rank, sweep, train
 
-SECTION_MODULES = (data, train, rank, sweep, prune, parity, explain, fit)
+SECTION_MODULES = (data, train, rank, sweep, prune, parity, explain, fit, package)
 
 __all__ = ["SECTION_MODULES"]
