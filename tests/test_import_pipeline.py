@@ -378,3 +378,27 @@ def test_parity_with_the_original_pytorch_module(tmp_path, bundled):
     with pytest.raises(DataError, match="SHA-256"):
         parity_from_dirs(tmp_path / "imp", tmp_path / "e", dataset=bundled, original=tmp_path / "other.safetensors",
                          progress=False)
+
+
+def test_a_run_does_not_resume_on_a_changed_import_file(tmp_path):
+    """The configuration names the imported file by path; its content is recorded and checked on resume."""
+    import shutil
+
+    from etdeploy.errors import ReportError
+    from etdeploy.pipeline import run_pipeline
+    from etdeploy.pipeline.config import load_config
+    from etdeploy.pipeline.stages import STAGES
+
+    original = tmp_path / "model.onnx"
+    shutil.copyfile(KERAS, original)
+    config_file = tmp_path / "run.toml"
+    config_file.write_text(f'name = "imported"\n[model]\nimport = "{original}"\nscale = 255.0\n')
+    config = load_config(config_file)
+    data_only = [s for s in STAGES if s.name == "data"]
+    out = tmp_path / "run"
+    run_pipeline(config, out, stages=data_only, progress=False, echo=lambda line: None)
+    assert json.loads((out / "run.json").read_text())["import_sha256"] == sha256_file(KERAS)
+    run_pipeline(config, out, stages=data_only, resume=True, progress=False, echo=lambda line: None)  # same file
+    shutil.copyfile(KERAS.parent / "keras_gap.onnx", original)  # another model under the same name
+    with pytest.raises(ReportError, match=r"\[model\] import .* not the one the run started with"):
+        run_pipeline(config, out, stages=data_only, resume=True, progress=False, echo=lambda line: None)

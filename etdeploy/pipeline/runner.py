@@ -103,9 +103,19 @@ def stage_is_complete(directory: Path, inputs: dict[str, str] | None = None) -> 
     return True
 
 
+def _import_sha256(config: RunConfig) -> str | None:
+    """SHA-256 of the file named by ``[model] import`` (``None``: no import, or no such file yet, which the
+    train stage reports). The configuration names the file by path only; its content is part of the run."""
+    name = getattr(config.model, "import_", None)
+    if not name or not Path(name).is_file():
+        return None
+    return sha256_file(Path(name))
+
+
 def _start_or_resume(config: RunConfig, out: Path, stages: list[Stage], resume: bool) -> None:
     chash = config_hash(config)
     threads = torch_threads()
+    imported = _import_sha256(config)
     if out.exists() and not out.is_dir():
         raise OutputExistsError("run path exists and is not a directory", out)
     if out.exists() and any(out.iterdir()):
@@ -120,11 +130,16 @@ def _start_or_resume(config: RunConfig, out: Path, stages: list[Stage], resume: 
             raise ReportError(f"cannot resume: the run was started with {previous['torch_threads']} torch threads, "
                               f"this process has {threads} (trained weights depend on it); set "
                               f"OMP_NUM_THREADS={previous['torch_threads']} or start a new run", out)
+        if previous.get("import_sha256") != imported:
+            raise ReportError(f"cannot resume: the file named by [model] import ({config.model.import_}) is not the "
+                              "one the run started with (its SHA-256 differs); start a new run", out)
         return
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / RUN_FILE, {"format": RUN_FORMAT, "format_version": 1, "config": config.to_dict(),
-                                       "config_sha256": chash, "torch_threads": threads,
-                                       "stages": [s.name for s in stages]})
+    record = {"format": RUN_FORMAT, "format_version": 1, "config": config.to_dict(), "config_sha256": chash,
+              "torch_threads": threads, "stages": [s.name for s in stages]}
+    if imported is not None:
+        record["import_sha256"] = imported
+    atomic_write_json(out / RUN_FILE, record)
 
 
 def run_pipeline(config: RunConfig, out: str | Path, *, stages: list[Stage] | None = None, resume: bool = False,
