@@ -42,3 +42,21 @@ def test_every_user_string_is_escaped():
     # artefact name and configuration value all appear as text
     assert html.count(escaped) >= 9
     assert "&lt;/pre&gt;&lt;script&gt;alert(2)&lt;/script&gt;" in html
+
+
+def test_approx_tuning_shows_its_map_kind_fallback_and_warning_escaped():
+    tuning = {"tau": 0.8, "r_drill": 0.25, "stage1_stride": 8, "target_ssim": 0.9, "margin": 0.05, "map_kind": "logit",
+              "min_ssim": 0.97, "mean_ssim": 0.98, "modelled_speedup": 3.8, "used_images": [0, 1], "flat_images": [],
+              "requested_map_kind": "prob", "fallback": f"every prob map is flat {HOSTILE}",
+              "warning": f"tuned on a single usable 'logit' map {SCRIPT}"}
+    explain = {"onnx": {"file": "model.onnx", "sha256": "ab" * 32}, "mode": "approx", "patch": 8, "stride": 2,
+               "map_kind": "prob", "patch_value": 0.0, "input_size": [64, 64], "mean": [0.5] * 3, "std": [0.25] * 3,
+               "classes": ["rock", "sand"], "redundancy_ratio": 2.0, "check_ssim": True,
+               "run": None, "tuning": tuning, "images": []}
+    record = hostile_record()
+    record = RunRecord(name=record.name, stages={**record.stages, "explain": explain}, provenance=record.provenance,
+                       assets=record.assets)
+    html = render(record)["report.html"].decode()
+    assert "Tuning maps scored on <b>logit</b> maps (every prob map is flat &lt;img src=x" in html
+    assert "Warning:</span> tuned on a single usable &#x27;logit&#x27; map &lt;/pre&gt;&lt;script&gt;" in html
+    assert "<script>" not in html

@@ -43,6 +43,11 @@ def section(record: RunRecord) -> Section | None:
                         "min SSIM {:.3f}, modelled speedup {:.2f}×; flat maps left out of tuning: {}.</p>",
                         t.target_ssim, margin, t.tau, t.r_drill, t.stage1_stride, t.min_ssim, t.modelled_speedup,
                         len(t.flat_images))
+        # what the SSIM was measured on, and why the tuning is weak evidence, where it is
+        scored = markup("<p>Tuning maps scored on <b>{}</b> maps{}.</p>", t.map_kind,
+                        markup(" ({})", t.fallback) if t.fallback else "")
+        weak = markup("<p><span class='bad'>Warning:</span> {}</p>", t.warning) if t.warning else Raw("")
+        tuning = join([tuning, scored, weak])
     patch = "a gray (data-set mean) patch" if run.patch_value == 0 else \
         markup("a patch of value {} (normalised space)", run.patch_value)
     body = join([markup("<p>Occlusion maps (KRYPTON incremental executor on ONNX Runtime, mode <b>{}</b>, patch {}, "
