@@ -293,3 +293,16 @@ def test_imported_keras_model_keeps_its_nhwc_softmax_interface(bundled, tmp_path
     assert "[restrict 1][64][64][3]" in header and "one probability per class" in (tmp_path / "b" / "README.md").read_text()
     inputs = np.fromfile(tmp_path / "b" / "vectors" / "inputs.f32", "<f4").reshape(VECTORS, 64, 64, 3)
     assert inputs.max() > 1.5 and np.abs(inputs - np.round(inputs)).max() < 1e-3  # pixel values 0..255, NHWC
+
+
+def test_report_command_takes_a_bundle_folder(bundle, tmp_path, capsys):
+    run, folder = bundle
+    out = tmp_path / "report"
+    assert main(["report", "--package", str(folder), "--no-data", "--out", str(out), "--no-progress"]) == 0
+    assert "sections: package" in capsys.readouterr().out
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["stages"]["package"] == json.loads(json.dumps(read_package(folder).to_dict()))
+    assert doc["stages"]["package"]["files"] == run.files
+    assert "Flight bundle" in (out / "report.html").read_text()
+    assert main(["report", "--package", str(tmp_path / "nothing"), "--no-data", "--out", str(tmp_path / "r2")]) == 2
+    assert "flight bundle (etdeploy package) does not exist" in capsys.readouterr().err

@@ -27,14 +27,16 @@ from etdeploy.cli.options import model_data_options, progress_option
               help="JSON written by `etdeploy parity --out` (parity section).")
 @click.option("--fit", "fit_file", type=click.Path(), default=None,
               help="JSON written by `etdeploy fit --out` (flight-processor fit section).")
+@click.option("--package", "package_dir", type=click.Path(file_okay=False), default=None,
+              help="Flight bundle folder (etdeploy package --out).")
 @click.option("--maps", "maps_dir", type=click.Path(file_okay=False), default=None,
               help="Directory written by `etdeploy explain` (explanations section).")
 @model_data_options
 @click.option("--no-data", is_flag=True, help="Leave the data section out.")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @progress_option
-def report(out, name, model_dir, ranking_dir, sweep_dir, prune_dir, export_dir, parity_file, fit_file, maps_dir, data,
-           grouping, recipe, cap, data_seed, allow_other_data, no_data, force, progress) -> None:
+def report(out, name, model_dir, ranking_dir, sweep_dir, prune_dir, export_dir, parity_file, fit_file, package_dir,
+           maps_dir, data, grouping, recipe, cap, data_seed, allow_other_data, no_data, force, progress) -> None:
     """Render report.html, report.json and tables/ from existing artefact folders.
 
     Each folder must come from the etdeploy command named in its option's help; the report shows a
@@ -47,7 +49,7 @@ def report(out, name, model_dir, ranking_dir, sweep_dir, prune_dir, export_dir, 
     from etdeploy.report.artefacts import record_from_artefacts
 
     given = (("train", model_dir), ("rank", ranking_dir), ("sweep", sweep_dir), ("prune", prune_dir), ("export", export_dir),
-             ("parity", parity_file), ("explain", maps_dir), ("fit", fit_file))
+             ("parity", parity_file), ("explain", maps_dir), ("fit", fit_file), ("package", package_dir))
     folders = {stage: path for stage, path in given if path is not None}
     dataset = None
     if not no_data:

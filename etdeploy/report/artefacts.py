@@ -92,6 +92,12 @@ def _fit_summary(path: Path) -> dict[str, Any]:
     return read_fit(path / "fit.json" if path.is_dir() else path).to_dict()
 
 
+def _package_summary(path: Path) -> dict[str, Any]:
+    from etdeploy.packaging.bundle import read_package
+
+    return read_package(path).to_dict()
+
+
 # stage name -> (what the option names, loader of the stage result from a folder)
 LOADERS: dict[str, tuple[str, Callable[[Path], dict[str, Any]]]] = {
     "train": ("model directory (etdeploy train)", _model_summary),
@@ -102,6 +108,7 @@ LOADERS: dict[str, tuple[str, Callable[[Path], dict[str, Any]]]] = {
     "parity": ("parity report (etdeploy parity --out)", _parity_summary),
     "explain": ("maps directory (etdeploy explain)", _explain_summary),
     "fit": ("fit report (etdeploy fit --out)", _fit_summary),
+    "package": ("flight bundle (etdeploy package)", _package_summary),
 }
 
 
