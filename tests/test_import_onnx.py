@@ -31,7 +31,7 @@ from etdeploy.data.images import normalise
 from etdeploy.fileio import sha256_file
 from etdeploy.importing import import_onnx_model
 from etdeploy.models import load_model
-from etdeploy.pruning.masking import kept_count
+from tests.test_import_torch import rank_and_prune_90
 
 FIXTURES = Path(__file__).parent / "fixtures" / "keras"
 KERAS_CNN = FIXTURES / "keras_cnn.onnx"
@@ -124,14 +124,8 @@ def test_keras_cnn_import_rank_prune_export(bundled, tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["evaluation"]["test"]["accuracy"] == round(float((want.argmax(1) == test.labels).mean()), 6)
 
-    rank, pruned, export = (tmp_path / n for n in ("rank", "pruned", "export"))
-    assert main(["rank", "--model", str(out), "--steps", "8", "--max-images", "40", "--out", str(rank),
-                 "--no-progress"]) == 0
-    assert main(["prune", "--model", str(out), "--ranking", str(rank), "--percent", "90", "--out", str(pruned),
-                 "--no-progress"]) == 0
-    record = json.loads((pruned / "record.json").read_text())
-    assert {k: len(v["kept"]) for k, v in record["layers"].items()} == \
-        {k: kept_count(v["width"], 90) for k, v in record["layers"].items()}
+    export = tmp_path / "export"
+    pruned, record = rank_and_prune_90(out, tmp_path)
     assert record["conv"]["channel_removal_possible"] is True
     assert main(["export", "--model", str(pruned / "sliced"), "--out", str(export)]) == 0
     sim = export / "model.sim.onnx"

@@ -241,14 +241,8 @@ def test_import_rank_prune_export_parity(name, originals, bundled, tmp_path, cap
     assert origin["check"]["max_abs_logit_delta"] <= TOL and origin["check"]["images"] == 32
     assert spec["class_names"] == list(bundled.classes)
 
-    rank, pruned, export, parity = (tmp_path / n for n in ("rank", "pruned", "export", "parity.json"))
-    assert main(["rank", "--model", str(out), "--steps", "8", "--max-images", "40", "--out", str(rank),
-                 "--no-progress"]) == 0
-    assert main(["prune", "--model", str(out), "--ranking", str(rank), "--percent", "90", "--out", str(pruned),
-                 "--no-progress"]) == 0
-    record = json.loads((pruned / "record.json").read_text())
-    assert {k: len(v["kept"]) for k, v in record["layers"].items()} == \
-        {k: kept_count(v["width"], 90) for k, v in record["layers"].items()}
+    export, parity = tmp_path / "export", tmp_path / "parity.json"
+    pruned, record = rank_and_prune_90(out, tmp_path)
     assert record["conv"]["channel_removal_possible"] is (layout != "resnet")
     assert main(["export", "--model", str(pruned / "sliced"), "--out", str(export)]) == 0
     assert main(["parity", "--model", str(pruned / "sliced"), "--masked", str(pruned / "masked"), "--export",
@@ -450,3 +444,18 @@ def test_a_factory_file_inside_the_model_directory_never_runs(tmp_path):
     with pytest.raises(ModelError, match="never runs code from a model directory"):
         load_model(tmp_path / "m")
     assert not marker.exists()
+
+
+def rank_and_prune_90(model_dir: Path, tmp_path: Path) -> tuple[Path, dict]:
+    """``etdeploy rank`` (8 steps, 40 images) then ``prune --percent 90`` of an imported model, through the
+    CLI as a user runs them; checks every ranked layer kept its share. Returns the prune folder and its
+    ``record.json``."""
+    rank, pruned = tmp_path / "rank", tmp_path / "pruned"
+    assert main(["rank", "--model", str(model_dir), "--steps", "8", "--max-images", "40", "--out", str(rank),
+                 "--no-progress"]) == 0
+    assert main(["prune", "--model", str(model_dir), "--ranking", str(rank), "--percent", "90", "--out", str(pruned),
+                 "--no-progress"]) == 0
+    record = json.loads((pruned / "record.json").read_text())
+    assert {k: len(v["kept"]) for k, v in record["layers"].items()} == \
+        {k: kept_count(v["width"], 90) for k, v in record["layers"].items()}
+    return pruned, record

@@ -4,32 +4,23 @@ The maps must be those of the same network without the Softmax: the executor wor
 (softmax applied to probabilities would flatten every ``prob`` map and shift every ``logit`` map).
 """
 
-import io
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from etdeploy.occlusion import IncrementalOcclusionExecutor, NaiveOcclusionExecutor
-
-
-def _onnx(module):
-    import onnx
-
-    buffer = io.BytesIO()
-    torch.onnx.export(module.eval(), torch.randn(1, 3, 16, 16), buffer, input_names=["x"], output_names=["y"],
-                      opset_version=17, dynamo=False)
-    return onnx.load_from_string(buffer.getvalue())
+from tests.test_occlusion import export_onnx, random_image
 
 
 @pytest.mark.parametrize("activation, op", [(nn.Softmax(dim=1), "Softmax"), (nn.LogSoftmax(dim=1), "LogSoftmax")])
 @pytest.mark.parametrize("executor, mode", [(NaiveOcclusionExecutor, "naive"), (IncrementalOcclusionExecutor, "exact")])
-def test_a_probability_output_gives_the_maps_of_its_logits(activation, op, executor, mode):
+def test_a_probability_output_gives_the_maps_of_its_logits(activation, op, executor, mode, tmp_path):
     torch.manual_seed(0)
     body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(256, 5))
-    logits_only, with_output = _onnx(body), _onnx(nn.Sequential(body, activation))
-    image = np.random.default_rng(0).standard_normal((3, 16, 16)).astype(np.float32)
+    logits_only = export_onnx(body, tmp_path / "logits.onnx", 16)
+    with_output = export_onnx(nn.Sequential(body, activation), tmp_path / "probs.onnx", 16)
+    image = random_image(16)
     plain = executor(logits_only, patch=4, stride=2)
     kept = executor(with_output, patch=4, stride=2)
     assert plain.output_activation is None and kept.output_activation == op
