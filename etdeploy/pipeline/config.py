@@ -107,6 +107,45 @@ class TargetsConfig:
 
 
 @dataclass(frozen=True)
+class PackageConfig:
+    enabled: bool = True             # build the flight bundle (C source, golden vectors) of the sliced export
+    vectors: int = 2                 # golden vectors checked (each runs under qemu-user on every cross ISA)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    split: str = "test"              # every form of the model (original, pruned, sliced, ONNX, int8, C) on this split
+
+
+@dataclass(frozen=True)
+class RobustnessConfig:
+    enabled: bool = True
+    perturbations: tuple[str, ...] = ("noise", "brightness", "defocus", "motion_blur", "jpeg", "contrast")
+    severities: tuple[int, ...] = (1, 2, 3)
+    split: str = "test"
+    max_images: int | None = None    # at most this many images (class-stratified prefix)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StabilityConfig:
+    enabled: bool = True             # occlusion maps of the original vs the pruned model (SSIM)
+
+
+@dataclass(frozen=True)
+class AcceptanceConfig:
+    max_accuracy_drop: float | None = 0.05   # deployed vs original test accuracy, as a fraction (0.05 = 5 points)
+    min_accuracy: float | None = None        # deployed model's test accuracy at least this
+    must_fit: tuple[str, ...] = ()           # target ids the deployed model must fit
+    deadlines: tuple[str, ...] = ()          # "target=seconds": latency bound per image on that target
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    target: str | None = None        # a target id: search the pruning/precision space for the best model that fits
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = "etdeploy-run"
     seed: int = 0
@@ -118,14 +157,24 @@ class RunConfig:
     parity: ParityConfig = field(default_factory=ParityConfig)
     occlusion: OcclusionConfig = field(default_factory=OcclusionConfig)
     targets: TargetsConfig = field(default_factory=TargetsConfig)
+    package: PackageConfig = field(default_factory=PackageConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
+    stability: StabilityConfig = field(default_factory=StabilityConfig)
+    acceptance: AcceptanceConfig = field(default_factory=AcceptanceConfig)
+    compress: CompressConfig = field(default_factory=CompressConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """The configuration as TOML would spell it (``[model] import``; import keys only when set)."""
+        """The configuration as TOML would spell it (``[model] import``; import keys only when set; the
+        sections added later only when some key differs from its default)."""
         out = dataclasses.asdict(self)
         model = out["model"]
         for key in UNSET_IMPORT_KEYS:
             if model[key] is None:
                 del model[key]
+        for section in LATER_SECTIONS:
+            if out[section] == dataclasses.asdict(type(getattr(self, section))()):
+                del out[section]
         return {section: {toml_key(k): v for k, v in value.items()} if isinstance(value, dict) else value
                 for section, value in out.items()}
 
@@ -192,10 +241,42 @@ map_kind = "prob"                # prob | drop | logit | logprob (logit: a confi
 
 [targets]
 ids = ["all"]                    # profile ids (`etdeploy targets list`), .toml paths, or "all"
+
+[package]
+enabled = true                   # the flight bundle (C99 source, golden vectors, cross checks) of the sliced export
+vectors = 2                      # golden vectors (each runs under qemu-user on every cross ISA installed)
+
+[evaluate]
+split = "test"                   # every form of the model (original, pruned, sliced, ONNX, int8, C) on this split
+
+[robustness]
+enabled = true
+perturbations = ["noise", "brightness", "defocus", "motion_blur", "jpeg", "contrast"]
+severities = [1, 2, 3]           # graded severities (0 = clean)
+split = "test"
+# max_images = 100               # at most this many images (class-stratified prefix)
+seed = 0
+
+[stability]
+enabled = true                   # occlusion maps of the original vs the pruned model, and their SSIM
+
+[acceptance]
+max_accuracy_drop = 0.05         # deployed vs original test accuracy (fraction: 0.05 = 5 points)
+# min_accuracy = 0.8             # the deployed model's test accuracy at least this
+must_fit = []                    # target ids the deployed model must fit
+deadlines = []                   # "target=seconds" latency bound per image, e.g. ["rad750=2.0"]
+
+[compress]
+# target = "stm32h7"             # search pruning percent, layers and precision for the best model that fits
 '''
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "ranking": RankingConfig, "sweep": SweepConfig,
-             "prune": PruneConfig, "parity": ParityConfig, "occlusion": OcclusionConfig, "targets": TargetsConfig}
+             "prune": PruneConfig, "parity": ParityConfig, "occlusion": OcclusionConfig, "targets": TargetsConfig,
+             "package": PackageConfig, "evaluate": EvaluateConfig, "robustness": RobustnessConfig,
+             "stability": StabilityConfig, "acceptance": AcceptanceConfig, "compress": CompressConfig}
+# Sections added after runs were first written: left out of the configuration's dictionary (and so of its hash)
+# while every key is at its default, so a run started before they existed can still be resumed.
+LATER_SECTIONS = ("package", "evaluate", "robustness", "stability", "acceptance", "compress")
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -280,6 +361,15 @@ def validate(config: RunConfig) -> RunConfig:
         (0 <= config.occlusion.ssim_margin < 1, "occlusion.ssim_margin must be in [0, 1)"),
         (config.occlusion.map_kind in MAP_KINDS, f"occlusion.map_kind must be one of {', '.join(MAP_KINDS)}"),
         (config.occlusion.images_per_class >= 0, "occlusion.images_per_class must be >= 0"),
+        (config.package.vectors >= 1, "package.vectors must be >= 1"),
+        (config.evaluate.split in SPLITS, "evaluate.split must be train, val or test"),
+        (config.robustness.split in SPLITS, "robustness.split must be train, val or test"),
+        (all(s >= 1 for s in config.robustness.severities), "robustness.severities must be >= 1 (0 is the clean image)"),
+        (config.robustness.max_images is None or config.robustness.max_images >= 1, "robustness.max_images must be >= 1"),
+        (config.acceptance.max_accuracy_drop is None or 0 <= config.acceptance.max_accuracy_drop <= 1,
+         "acceptance.max_accuracy_drop must be in [0, 1] (a fraction: 0.05 = 5 points)"),
+        (config.acceptance.min_accuracy is None or 0 <= config.acceptance.min_accuracy <= 1,
+         "acceptance.min_accuracy must be in [0, 1]"),
     ]
     for ok, message in checks:
         if not ok:

@@ -2,8 +2,8 @@
 (:func:`etdeploy.packaging.package_export`; docs/method.md §10), in ``bundle/``; the summary is its
 ``package.json`` (:class:`~etdeploy.packaging.PackageRun`).
 
-Two golden vectors keep the cross checks short (each vector runs under qemu-user on every cross ISA
-whose toolchain is installed). The ORT-format model is left out: its bytes are reproducible only where
+``[package] vectors`` golden vectors (default two, which keeps the cross checks short: each vector runs under
+qemu-user on every cross ISA whose toolchain is installed); ``[package] enabled = false`` turns the stage off. The ORT-format model is left out: its bytes are reproducible only where
 address randomisation can be turned off (:mod:`etdeploy.packaging.ort_format`), and a run's artefacts
 must be (``etdeploy package`` makes it). Without the ``package`` extra (emx-onnx-cgen) the stage records why it
 made no bundle instead of failing the run.
@@ -16,18 +16,17 @@ from typing import Any
 
 from etdeploy.pipeline.context import RunContext
 
-STAGE_VECTORS = 2
-
-
 def run_package_stage(ctx: RunContext, tmp: Path) -> dict[str, Any]:
     from importlib.util import find_spec
 
+    if not ctx.config.package.enabled:
+        return {"skipped": "turned off in the configuration ([package] enabled = false)"}
     if find_spec("emx_onnx_cgen") is None:
         return {"skipped": "the C generator emx-onnx-cgen is not installed (pip install 'etdeploy[package]')"}
     from etdeploy.packaging import package_export
 
     run = package_export(ctx.stage_dir("export") / "sliced", dataset=ctx.dataset(), out=tmp / "bundle",
-                         target_ids=ctx.config.targets.ids, vectors=STAGE_VECTORS, ort_format=False)
+                         target_ids=ctx.config.targets.ids, vectors=ctx.config.package.vectors, ort_format=False)
     return run.to_dict()
 
 
