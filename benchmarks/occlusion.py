@@ -12,10 +12,13 @@ PyTorch use the same thread count. Default patch 16, stride 4 (``--full``: also 
 Timing protocol (stated in the JSON): a full 53x53 map is ~2800 forwards, too slow for naive/Captum on
 2 shared cores, so naive ORT, incremental exact and Captum are timed on a seeded random subset of
 positions (Captum: on the grid with stride = patch, the coarsest Captum accepts) and scaled to the full
-grid. Per-position cost of the exact
-executor is uniform (every position uses the same window shapes), so scaling is faithful. Naive and
-exact are timed on alternating chunks of one suffix batch (64 positions) each, after a one-batch warm-up
-of both, so both see the same load when other jobs share the cores. The approximate mode is timed on full maps. Speedups are
+grid. The exact executor batches positions by window class (docs/method.md §6.1), so the subset is a
+seeded random choice of the batches a whole map runs (whole class batches, at least the requested number
+of positions) and its time is scaled by the number of batches; naive ORT (uniform per-position cost) and
+the one-window exact plan (window_classes=1, the plan before the classes) run on the same positions and
+are scaled by positions. Naive and the exact plans are timed on alternating chunks of about one suffix
+batch (64 positions) each, after a one-batch warm-up of each, so all see the same load when other jobs
+share the cores. The approximate mode is timed on full maps. Speedups are
 ratios within one run; R is KRYPTON's redundancy ratio (conv MACs, centred patch).
 """
 
@@ -62,21 +65,48 @@ def timed(fn, repeat: int = 1) -> tuple[float, object]:
     return best, out
 
 
-def interleaved_times(ex, base, image: np.ndarray, iy: np.ndarray, ix: np.ndarray, batch: int):
-    """Naive and exact timed on alternating chunks of ``batch`` positions (one run each; the executor's suffix
-    batch, so its wide suffix batching is kept), so that both see the same load on a shared machine:
-    ``(naive s, exact s, naive logits, exact logits)``."""
-    t_naive = t_exact = 0.0
-    ref, got = [], []
-    for start in range(0, len(iy), batch):
-        sl = slice(start, start + batch)
-        seconds, out = timed(lambda sl=sl: ex.naive_logits_at(image, iy[sl], ix[sl]))
+def class_batch_sample(ex, n_positions: int, chunk: int, seed: int = 1) -> list[np.ndarray]:
+    """A seeded random choice of the batches a whole map runs (``ex._class_batches``: one window class pair
+    each), at least ``n_positions`` positions, as chunks of whole batches of about ``chunk`` positions:
+    ``[(positions as flat grid indices)]`` and the fraction of the map's batches chosen."""
+    plan = ex.plan()
+    ny, nx = plan.grid_shape
+    iy, ix = np.divmod(np.arange(ny * nx), nx)
+    batches = [index for index, _ in ex._class_batches(plan, iy, ix)]
+    order = np.random.default_rng(seed).permutation(len(batches))
+    chosen, total = [], 0
+    for b in order:
+        if total >= n_positions:
+            break
+        chosen.append(batches[b])
+        total += len(batches[b])
+    chunks, current = [], []
+    for index in chosen:
+        current.append(index)
+        if sum(len(i) for i in current) >= chunk:
+            chunks.append(np.concatenate(current))
+            current = []
+    if current:
+        chunks.append(np.concatenate(current))
+    return chunks, len(chosen) / len(batches)
+
+
+def interleaved_times(executors, bases, image: np.ndarray, nx: int, chunks: list[np.ndarray]):
+    """Naive and each exact executor timed on alternating chunks of positions (flat grid indices; about one
+    suffix batch each, so the wide suffix batching is kept), so that all see the same load on a shared
+    machine: ``(naive s, [exact s per executor], naive logits, [exact logits per executor])``."""
+    t_naive, t_exact = 0.0, [0.0] * len(executors)
+    ref, got = [], [[] for _ in executors]
+    for chunk in chunks:
+        iy, ix = np.divmod(chunk, nx)
+        seconds, out = timed(lambda iy=iy, ix=ix: executors[0].naive_logits_at(image, iy, ix))
         t_naive += seconds
         ref.append(out)
-        seconds, out = timed(lambda sl=sl: ex.logits_at(base, iy[sl], ix[sl]))
-        t_exact += seconds
-        got.append(out)
-    return t_naive, t_exact, np.concatenate(ref), np.concatenate(got)
+        for k, (ex, base) in enumerate(zip(executors, bases)):
+            seconds, out = timed(lambda ex=ex, base=base, iy=iy, ix=ix: ex.logits_at(base, iy, ix))
+            t_exact[k] += seconds
+            got[k].append(out)
+    return t_naive, t_exact, np.concatenate(ref), [np.concatenate(g) for g in got]
 
 
 def captum_seconds_per_position(model, image: np.ndarray, patch: int, stride: int, batch: int) -> tuple[float, int]:
@@ -104,44 +134,54 @@ def bench_exact(name: str, arch, size: int, patches, stride: int, args, workdir:
     rows = []
     for patch in patches:
         ex = IncrementalOcclusionExecutor(path, patch=patch, stride=stride, batch_size=args.batch_size,
-                                          threads=args.threads)
+                                          threads=args.threads, window_classes=args.window_classes)
+        one = IncrementalOcclusionExecutor(path, patch=patch, stride=stride, batch_size=args.batch_size,
+                                           threads=args.threads, window_classes=1)
         plan = ex.plan()
         ny, nx = plan.grid_shape
         n_full = ny * nx
         n = min(n_full, args.positions_small if size <= 64 else (args.positions_vgg if "vgg" in name
                                                                    else args.positions))
-        rng = np.random.default_rng(1)
-        pick = rng.choice(n_full, size=n, replace=False)
-        iy, ix = np.divmod(pick, nx)
-        base = ex.base(image)
-        warm = slice(0, args.batch_size)  # warm-up: every session plans its batch shape once
-        ex.logits_at(base, iy[warm], ix[warm])
-        ex.naive_logits_at(image, iy[warm], ix[warm])
+        chunks, batch_fraction = class_batch_sample(ex, n, ex.suffix_batch_size)
+        n = sum(len(c) for c in chunks)
+        base, base_one = ex.base(image), one.base(image)
+        for chunk in chunks[:1]:  # warm-up: every session plans its batch shapes once
+            iy, ix = np.divmod(chunk, nx)
+            ex.logits_at(base, iy, ix)
+            one.logits_at(base_one, iy, ix)
+            ex.naive_logits_at(image, iy, ix)
         load = os.getloadavg()[0]
-        t_naive, t_exact, ref, got = interleaved_times(ex, base, image, iy, ix, ex.suffix_batch_size)
-        max_diff = float(np.abs(ref - got).max())
+        t_naive, (t_exact, t_one), ref, (got, got_one) = interleaved_times([ex, one], [base, base_one], image, nx,
+                                                                           chunks)
+        max_diff = float(max(np.abs(ref - got).max(), np.abs(ref - got_one).max()))
         captum_stride = patch  # Captum refuses strides larger than the window; this is its coarsest grid
         t_captum_pp, n_captum = (captum_seconds_per_position(model, image, patch, captum_stride, args.batch_size)
                                  if args.captum else (None, 0))
         r = ex.redundancy_ratio()["R"]
         scale = n_full / n
         captum_s = t_captum_pp * n_full if t_captum_pp is not None else None
+        exact_s = t_exact / batch_fraction
         row = {
             "model": name, "patch": patch, "stride": stride, "grid": [ny, nx], "positions_timed": n,
             "captum_positions_timed": n_captum, "captum_stride_timed": captum_stride,
-            "naive_s": t_naive * scale, "exact_s": t_exact * scale, "captum_s": captum_s,
-            "R": r, "mac_ratio": ex.naive_macs_per_position / plan.macs_per_position,
+            "naive_s": t_naive * scale, "exact_s": exact_s, "exact_one_window_s": t_one * scale,
+            "captum_s": captum_s, "R": r, "window_classes": list(plan.n_classes),
+            "mac_ratio": float(ex.naive_macs_per_position / plan.mean_macs),
+            "mac_ratio_one_window": ex.naive_macs_per_position / plan.macs_per_position,
             "sessions": len(plan.local) + 1, "groups": len(ex.graph.groups),
-            "exact_speedup": t_naive / t_exact,
-            "exact_vs_captum": captum_s / (t_exact * scale) if captum_s is not None else None,
+            "exact_speedup": t_naive * scale / exact_s, "exact_one_window_speedup": t_naive / t_one,
+            "exact_vs_captum": captum_s / exact_s if captum_s is not None else None,
             "max_abs_logit_diff": max_diff, "load_average_1min_at_start": load,
+            "load_average_1min_at_end": os.getloadavg()[0],
         }
         row["speedup_over_R"] = row["exact_speedup"] / r
+        row["one_window_speedup_over_R"] = row["exact_one_window_speedup"] / r
         rows.append(row)
         captum = f"captum {captum_s:.1f}s vs captum {row['exact_vs_captum']:.2f}x" if captum_s else "no captum"
         print(f"  {name} P={patch}: naive {row['naive_s']:.1f}s exact {row['exact_s']:.1f}s speedup "
-              f"{row['exact_speedup']:.2f}x R {r:.2f} ({row['speedup_over_R']:.2f} R) {captum}; load {load:.1f}",
-              flush=True)
+              f"{row['exact_speedup']:.2f}x R {r:.2f} ({row['speedup_over_R']:.2f} R; one window "
+              f"{row['exact_one_window_speedup']:.2f}x = {row['one_window_speedup_over_R']:.2f} R; MAC ratio "
+              f"{row['mac_ratio']:.2f} vs {row['mac_ratio_one_window']:.2f}) {captum}; load {load:.1f}", flush=True)
     return rows
 
 
@@ -204,11 +244,15 @@ def main(argv=None) -> int:
                         help="Comma-separated model names to run (e.g. resnet18-224,vgg16-224; default: all).")
     parser.add_argument("--patches", default=None, help="Comma-separated patch sizes (default 16; --full: 8,16,32).")
     parser.add_argument("--no-captum", dest="captum", action="store_false", help="Skip the Captum timing.")
+    parser.add_argument("--window-classes", type=int, default=6, help="Window classes per axis (exact plans).")
+    parser.add_argument("--positions", type=int, default=None, help="Positions timed per model (at least).")
     parser.add_argument("--out", default=str(ROOT / "reports" / "benchmarks" / "occlusion.json"))
     args = parser.parse_args(argv)
     args.positions = 32 if args.quick else (256 if args.full else 96)
     args.positions_vgg = 8 if args.quick else (64 if args.full else 24)
     args.positions_small = 10_000
+    if args.positions:
+        args.positions = args.positions_vgg = args.positions_small = args.positions
 
     import torch
 

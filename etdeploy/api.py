@@ -44,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "fit_targets": "etdeploy.targets:fit_targets",                        # fit
     "read_fit": "etdeploy.targets:read_fit",
     "load_profiles": "etdeploy.targets:load_profiles",                    # targets list
+    "compress_dirs": "etdeploy.compress:compress_dirs",                  # compress
     "package_export": "etdeploy.packaging:package_export",               # package --export
     "package_onnx": "etdeploy.packaging:package_onnx",                   # package --onnx --model
     "read_package": "etdeploy.packaging:read_package",
@@ -53,6 +54,15 @@ _EXPORTS: dict[str, str] = {
     "IncrementalOcclusionExecutor": "etdeploy.occlusion:IncrementalOcclusionExecutor",
     "ExplainInput": "etdeploy.occlusion:ExplainInput",
     "read_explain": "etdeploy.occlusion:read_explain",
+    "explain_archive": "etdeploy.archive:explain_archive",              # explain --data (--workers)
+    "evaluate_archive": "etdeploy.archive:evaluate_archive",            # evaluate --onnx (--workers)
+    "select_images": "etdeploy.archive:select_images",
+    # V&V evidence (the pipeline's quantize .. robustness stages)
+    "evaluate_forms": "etdeploy.assurance.forms:evaluate_forms",
+    "robustness_from_dirs": "etdeploy.assurance.robustness:robustness_from_dirs",
+    "explanation_stability": "etdeploy.assurance.stability:explanation_stability",
+    "wilson_interval": "etdeploy.assurance.stats:wilson_interval",
+    "mcnemar_exact": "etdeploy.assurance.stats:mcnemar_exact",
     # pipeline and report
     "load_config": "etdeploy.pipeline:load_config",                      # run
     "run_pipeline": "etdeploy.pipeline:run_pipeline",                    # run, demo

@@ -80,5 +80,9 @@ class OcclusionError(EtdeployError, ValueError):
     """An occlusion request is invalid (patch, stride, image size, class)."""
 
 
+class CompressError(EtdeployError, ValueError):
+    """A compress search is asked something invalid, or no candidate meets the target (names the closest)."""
+
+
 class ReportError(EtdeployError, ValueError):
     """A pipeline run or report cannot be produced as asked."""

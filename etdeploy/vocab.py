@@ -43,6 +43,11 @@ FLAT_MAP_RANGE: float = 0.05
 #: Precisions a target profile declares.
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 
+#: Rover-camera perturbations of the robustness evidence (:data:`etdeploy.assurance.perturb.PERTURBATIONS`).
+PERTURBATIONS: tuple[str, ...] = ("noise", "brightness", "defocus", "motion_blur", "jpeg", "contrast")
+#: Graded severities of every perturbation: 1 (mild) .. this (severe); 0 is the image unchanged.
+MAX_SEVERITY: int = 5
+
 #: Instruction sets a flight bundle's C is checked on (:data:`etdeploy.packaging.csource.ISAS`).
 PACKAGE_ISAS: tuple[str, ...] = ("host", "ppc", "arm", "sparc")
 

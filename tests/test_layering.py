@@ -20,7 +20,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "etdeploy"
 
 OUTER = ("cli", "pipeline", "api")
 REPORT = ("report",)
-CORE = ("attribution", "pruning", "export", "occlusion", "targets", "models", "data", "importing", "packaging")
+CORE = ("attribution", "pruning", "export", "occlusion", "targets", "models", "data", "importing", "packaging",
+        "assurance", "compress", "archive")
 BASE = ("errors", "fileio", "onnx_graph", "ort_session", "onnx_safety", "training", "progress", "vocab",
         "records")
 PACKAGE_INIT = ("__init__",)  # etdeploy/__init__.py: version + lazy re-exports of etdeploy.models

@@ -12,8 +12,10 @@ from etdeploy.pipeline import run_pipeline
 from etdeploy.pipeline.config import (
     ModelConfig,
     OcclusionConfig,
+    PackageConfig,
     PruneConfig,
     RankingConfig,
+    RobustnessConfig,
     RunConfig,
     SweepConfig,
     load_config,
@@ -28,6 +30,10 @@ TINY = RunConfig(
     sweep=SweepConfig(points=5),
     prune=PruneConfig(percents=(50.0, 95.0), finetune_epochs=1),
     occlusion=OcclusionConfig(images_per_class=1, patch=16, stride=8),
+    # every stage runs, on less: one severity on 20 images, one golden vector (their full scale: test_assurance_*,
+    # test_package)
+    robustness=RobustnessConfig(severities=(1,), max_images=20),
+    package=PackageConfig(vectors=1),
 )
 
 

@@ -14,7 +14,7 @@ def _tiny_split(n, seed):
     images = rng.integers(0, 255, size=(n, 3, 32, 32), dtype=np.uint8)
     labels = np.arange(n) % 3
     images[labels == 1, 0] = 255  # learnable signal
-    return ImageSplit(images=images, labels=labels.astype(np.int64), paths=tuple())
+    return ImageSplit(images=images, labels=labels.astype(np.int64), paths=())
 
 
 def test_same_seed_gives_byte_identical_safetensors(tmp_path, bundled):

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "prune": "etdeploy.cli.prune_cmd:prune",
     "sweep": "etdeploy.cli.sweep_cmd:sweep",
     "params": "etdeploy.cli.prune_cmd:params",
+    "compress": "etdeploy.cli.compress_cmd:compress",
     "export": "etdeploy.cli.export_cmd:export",
     "parity": "etdeploy.cli.parity_cmd:parity",
     "quantize": "etdeploy.cli.quantize_cmd:quantize",

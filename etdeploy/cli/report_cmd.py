@@ -31,12 +31,21 @@ from etdeploy.cli.options import model_data_options, progress_option
               help="Flight bundle folder (etdeploy package --out).")
 @click.option("--maps", "maps_dir", type=click.Path(file_okay=False), default=None,
               help="Directory written by `etdeploy explain` (explanations section).")
+@click.option("--max-accuracy-drop", type=float, default=0.05, show_default=True,
+              help="Acceptance: largest allowed drop of test accuracy, original to deployed (fraction; -1: none).")
+@click.option("--min-accuracy", type=float, default=None, help="Acceptance: the deployed model's accuracy at least this.")
+@click.option("--must-fit", multiple=True, help="Acceptance: a target id the deployed model must fit (repeatable).")
+@click.option("--deadline", "deadlines", multiple=True,
+              help="Acceptance: TARGET=SECONDS latency bound per image on that target (repeatable).")
+@click.option("--pdf/--no-pdf", default=False, show_default=True,
+              help="Also print report.pdf with headless Chromium (one section per page).")
 @model_data_options
 @click.option("--no-data", is_flag=True, help="Leave the data section out.")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @progress_option
 def report(out, name, model_dir, ranking_dir, sweep_dir, prune_dir, export_dir, parity_file, fit_file, package_dir,
-           maps_dir, data, grouping, recipe, cap, data_seed, allow_other_data, no_data, force, progress) -> None:
+           maps_dir, max_accuracy_drop, min_accuracy, must_fit, deadlines, pdf, data, grouping, recipe, cap, data_seed,
+           allow_other_data, no_data, force, progress) -> None:
     """Render report.html, report.json and tables/ from existing artefact folders.
 
     Each folder must come from the etdeploy command named in its option's help; the report shows a
@@ -44,6 +53,8 @@ def report(out, name, model_dir, ranking_dir, sweep_dir, prune_dir, export_dir, 
     options are given (other data than the model's need --allow-other-data). `etdeploy run` writes
     the same report for a whole pipeline run.
     """
+    from etdeploy.assurance.acceptance import AcceptanceCriteria, parse_deadlines
+    from etdeploy.errors import ConfigError
     from etdeploy.fileio import StagedDir
     from etdeploy.report import write_report
     from etdeploy.report.artefacts import record_from_artefacts
@@ -63,8 +74,23 @@ def report(out, name, model_dir, ranking_dir, sweep_dir, prune_dir, export_dir, 
                 from etdeploy.models import load_model
 
                 check_compatible(load_model(model_dir), dataset, model_dir, allow_other_data=allow_other_data)
+    try:
+        parse_deadlines(deadlines)
+    except ValueError as exc:
+        raise ConfigError(f"--deadline: {exc}") from exc
+    if min_accuracy is not None and not 0 <= min_accuracy <= 1:
+        raise ConfigError("--min-accuracy must be in [0, 1]")
+    if max_accuracy_drop > 1 or (max_accuracy_drop < 0 and max_accuracy_drop != -1):
+        raise ConfigError("--max-accuracy-drop must be in [0, 1] (a fraction), or -1 for none")
+    criteria = AcceptanceCriteria(max_accuracy_drop=None if max_accuracy_drop == -1 else max_accuracy_drop,
+                                  min_accuracy=min_accuracy, must_fit=tuple(must_fit), deadlines=tuple(deadlines))
     record = record_from_artefacts(name, folders, dataset=dataset, data_source=dataset.source if dataset else "",
-                                   progress=progress, command=("etdeploy", *sys.argv[1:]))
+                                   progress=progress, command=("etdeploy", *sys.argv[1:]), criteria=criteria)
     with StagedDir(Path(out), force=force) as tmp:
         files = write_report(record, tmp)
+        if pdf:
+            from etdeploy.report.pdf import write_pdf
+
+            write_pdf(tmp / "report.html", tmp / "report.pdf", date=record.stamp["run_date"])
+            files["report.pdf"] = ""
     click.echo(f"report: {out}/report.html ({len(files)} files; sections: {', '.join(record.stages) or 'none'})")

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from etdeploy.cli.archive_options import archive_options
 from etdeploy.cli.options import (
     data_options,
     model_data_options,
@@ -45,18 +46,52 @@ def train(arch, data, grouping, recipe, cap, data_seed, epochs, seed, lr, batch_
 
 @click.command()
 @click.option("--model", "model_dir", required=True, type=click.Path(), help="Model directory.")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), default=None,
+              help="Evaluate this ONNX export of --model with ONNX Runtime (batch inference; --workers, "
+                   "--ray-address) instead of the PyTorch model.")
 @model_data_options
 @split_option("test")
+@archive_options
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="--onnx: ORT intra-op threads per worker.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="--onnx: images per inference batch (one task per batch).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="--onnx: new folder for predictions.csv and evaluation.json.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @progress_option
-def evaluate(model_dir, data, grouping, recipe, cap, data_seed, allow_other_data, split, as_json, progress) -> None:
-    """Accuracy, per-class accuracy and confusion matrix of a saved model on one split."""
-    from etdeploy.models import load_model
-    from etdeploy.training import evaluate_model
+def evaluate(model_dir, onnx_path, data, grouping, recipe, cap, data_seed, allow_other_data, split, limit,
+             class_filter, workers, ray_address, threads, batch_size, out, as_json, progress) -> None:
+    """Accuracy, per-class accuracy and confusion matrix of a saved model (or its ONNX export) on one split."""
+    if onnx_path is None:
+        given = [name for name, value in (("--limit", limit), ("--classes", class_filter), ("--ray-address",
+                 ray_address), ("--out", out)) if value] + (["--workers"] if workers != 1 else [])
+        if given:
+            from etdeploy.errors import ConfigError
 
-    ds = open_data_from_options(data, grouping, recipe, cap, data_seed, model_dir=model_dir)
-    model = load_model(model_dir)
-    result = evaluate_model(model, ds, split, progress=progress, where=model_dir, allow_other_data=allow_other_data)
+            raise ConfigError(f"{', '.join(given)} apply to --onnx only")
+        from etdeploy.models import load_model
+        from etdeploy.training import evaluate_model
+
+        ds = open_data_from_options(data, grouping, recipe, cap, data_seed, model_dir=model_dir)
+        model = load_model(model_dir)
+        result = evaluate_model(model, ds, split, progress=progress, where=model_dir,
+                                allow_other_data=allow_other_data)
+    else:
+        from etdeploy.archive import evaluate_archive
+        from etdeploy.cli.archive_options import open_archive_images
+        from etdeploy.export.match import check_export_of
+
+        match = check_export_of(onnx_path, model_dir)  # the file must be this model's export (exit 2 if not)
+        images, ds, described = open_archive_images(model_dir, data, grouping, recipe, cap, data_seed,
+                                                    allow_other_data, split, limit, class_filter)
+        from etdeploy.models import load_model
+
+        spec = load_model(model_dir).spec
+        run = evaluate_archive(onnx_path, images, mean=match.mean, std=match.std, input_size=spec.input_size,
+                               class_names=list(spec.class_names), batch_size=batch_size, workers=workers,
+                               address=ray_address, threads=threads, out=out, data=described, progress=progress)
+        result = {**run.to_dict(), "split": split}
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
         return

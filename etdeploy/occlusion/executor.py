@@ -19,9 +19,12 @@ graph it cannot split.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -31,10 +34,12 @@ from etdeploy.occlusion.drilldown import drill_down
 from etdeploy.occlusion.geometry import (
     AxisStep,
     GroupAxis,
+    class_steps,
     dag_redundancy_ratio,
     grid_starts,
     plan_dag_axis,
     validate_patch,
+    window_classes,
 )
 from etdeploy.occlusion.graph import analyse, fold_lrn, suffix_model
 from etdeploy.occlusion.naive import MODES, NaiveOcclusionExecutor
@@ -56,6 +61,16 @@ class Plan:
     every position (the patch's changed region covers it), so they run inside the plan's suffix
     (:class:`Tail`), one ORT session from the tensors ``tail.splits`` to the logits, as naive inference
     would (docs/method.md §6.1).
+
+    ``steps_y``/``steps_x`` size every window for the worst start of the grid. Window classes (exact plans,
+    ``tau = 1``): ``classes_y[i]`` is the class of start ``i`` on y (likewise x), ``class_steps_y[c]`` the steps
+    with the windows of class ``c`` (:func:`~etdeploy.occlusion.geometry.window_classes`), and
+    ``class_macs[cy, cx]`` the MACs of one position of class pair ``(cy, cx)`` (local windows + tail). A plan
+    with a threshold (``tau < 1``) has one class, the worst-case steps: there the computed window is part of
+    the approximation (docs/method.md §6.3). ``macs_per_position``: the MACs of one position with the
+    worst-case windows, the cost model every MAC count of a run uses (an upper bound when there are several
+    classes); ``mean_macs``: the exact mean over the grid with the class windows (a
+    :class:`~fractions.Fraction`), :meth:`macs_at` the MACs of given positions.
     """
 
     stride: int
@@ -68,10 +83,26 @@ class Plan:
     shared_crop: tuple[int, ...] = ()
     local: tuple[int, ...] = ()
     tail: Tail | None = None
+    classes_y: np.ndarray | None = None
+    classes_x: np.ndarray | None = None
+    class_steps_y: tuple[tuple[AxisStep, ...], ...] = ()
+    class_steps_x: tuple[tuple[AxisStep, ...], ...] = ()
+    class_macs: np.ndarray | None = None
+    mean_macs: Fraction = Fraction(0)
 
     @property
     def grid_shape(self) -> tuple[int, int]:
         return len(self.starts_y), len(self.starts_x)
+
+    @property
+    def n_classes(self) -> tuple[int, int]:
+        """Number of window classes on ``(y, x)``."""
+        return len(self.class_steps_y), len(self.class_steps_x)
+
+    def macs_at(self, iy: np.ndarray, ix: np.ndarray) -> int:
+        """MACs of the positions ``(iy[n], ix[n])`` (each at its class's windows)."""
+        iy, ix = np.asarray(iy, dtype=np.int64), np.asarray(ix, dtype=np.int64)
+        return int(self.class_macs[self.classes_y[iy], self.classes_x[ix]].sum())
 
 
 @dataclass(frozen=True)
@@ -103,15 +134,20 @@ class IncrementalOcclusionExecutor(NaiveOcclusionExecutor):
 
     Arguments as :class:`~etdeploy.occlusion.naive.NaiveOcclusionExecutor`; ``batch_size`` positions go
     through the group sessions at a time; the suffix runs on ``suffix_batch_size`` (default
-    ``4 * batch_size``) positions at a time.
+    ``4 * batch_size``) positions at a time. ``window_classes``: at most this many window classes per axis
+    for exact plans (:class:`Plan`; 1 = one window shape per group, sized for the worst patch alignment).
     """
 
     modes = MODES
 
     def __init__(self, onnx_model: Any, input_size: int | tuple[int, int] | None = None, patch: int = 16,
                  stride: int = 4, *, batch_size: int = 16, threads: int = 2, opt_level: str = "all",
-                 patch_value: float | Sequence[float] = 0.0, suffix_batch_size: int | None = None):
+                 patch_value: float | Sequence[float] = 0.0, suffix_batch_size: int | None = None,
+                 window_classes: int = 6):
         self.suffix_batch_size = int(suffix_batch_size or 4 * batch_size)
+        if int(window_classes) < 1:
+            raise OcclusionError(f"window_classes must be >= 1, got {window_classes}")
+        self.window_classes = int(window_classes)
         super().__init__(onnx_model, input_size, patch, stride, batch_size=batch_size, threads=threads,
                          opt_level=opt_level, patch_value=patch_value)
 
@@ -123,6 +159,7 @@ class IncrementalOcclusionExecutor(NaiveOcclusionExecutor):
         self._group_sessions = [self._session(g.model) for g in self.graph.groups]
         self._suffix_session = self._session(self.graph.suffix)
         self._plans: dict[tuple[int, float], Plan] = {}
+        self._class_plans: dict[tuple[int, float, int, int], Plan] = {}
         self._tails: dict[tuple[int, ...], Tail] = {}
 
     def _count_naive_macs(self) -> int:
@@ -244,16 +281,55 @@ class IncrementalOcclusionExecutor(NaiveOcclusionExecutor):
             tail = self._tail(full)
             groups = self.graph.groups
             local = tuple(g for g in range(len(groups)) if g not in full)
+            classes = self.window_classes if tau == 1.0 else 1
+            axes_y, axes_x = self._group_axes(self.graph)
+            cls_y, csteps_y = self._axis_classes(ys, steps_y, axes_y, local, steps_x, classes, 1)
+            cls_x, csteps_x = self._axis_classes(xs, steps_x, axes_x, local, steps_y, classes, 2)
+            class_macs = np.array([[sum(groups[g].crop_macs(sy[g].crop, sx[g].crop) for g in local) + tail.macs
+                                    for sx in csteps_x] for sy in csteps_y], dtype=np.int64)
             macs = sum(groups[g].crop_macs(steps_y[g].crop, steps_x[g].crop) for g in local)
-            first: dict[tuple, int] = {}
-            shared = list(range(len(groups)))
-            for g in local:
-                group, sy, sx = groups[g], steps_y[g], steps_x[g]
-                crop_key = (self._pad_key(group), sy.crop, sx.crop, sy.crop_start.tobytes(), sx.crop_start.tobytes())
-                shared[g] = first.setdefault(crop_key, g)
+            mean = Fraction(int(class_macs[cls_y][:, cls_x].sum()), len(ys) * len(xs))
             self._plans[key] = Plan(stride, float(tau), ys, xs, tuple(steps_y), tuple(steps_x),
-                                    int(macs + tail.macs), tuple(shared), local, tail)
+                                    int(macs + tail.macs), self._shared_crops(local, steps_y, steps_x), local, tail,
+                                    cls_y, cls_x, csteps_y, csteps_x, class_macs, mean)
         return self._plans[key]
+
+    def _axis_classes(self, starts, steps, axes, local, other_steps, max_classes: int, dim: int
+                      ) -> tuple[np.ndarray, tuple[tuple[AxisStep, ...], ...]]:
+        """Window classes of one axis (:func:`~etdeploy.occlusion.geometry.window_classes`): the class of each
+        start and the steps of each class. A group's weight is its MACs per output row (column) at the
+        worst-case windows; groups in the tail weigh nothing (their windows are never used)."""
+        if max_classes == 1 or not local:
+            return np.zeros(len(starts), dtype=np.int64), (tuple(steps),)
+        groups = self.graph.groups
+        weights = np.zeros(len(groups))
+        for g in local:
+            s, o = steps[g], other_steps[g]
+            crop = (s.crop, o.crop) if dim == 1 else (o.crop, s.crop)
+            weights[g] = groups[g].crop_macs(*crop) / s.win
+        lengths = np.stack([s.hi - s.lo for s in steps])
+        cls = window_classes(lengths, weights, max_classes)
+        return cls, tuple(tuple(class_steps(steps, axes, np.flatnonzero(cls == c))) for c in range(int(cls.max()) + 1))
+
+    def _shared_crops(self, local, steps_y, steps_x) -> tuple[int, ...]:
+        """:attr:`Plan.shared_crop` for these steps."""
+        groups = self.graph.groups
+        first: dict[tuple, int] = {}
+        shared = list(range(len(groups)))
+        for g in local:
+            group, sy, sx = groups[g], steps_y[g], steps_x[g]
+            crop_key = (self._pad_key(group), sy.crop, sx.crop, sy.crop_start.tobytes(), sx.crop_start.tobytes())
+            shared[g] = first.setdefault(crop_key, g)
+        return tuple(shared)
+
+    def _class_plan(self, plan: Plan, cy: int, cx: int) -> Plan:
+        """The plan of window class pair ``(cy, cx)``: ``plan`` with that pair's steps (cached)."""
+        key = (plan.stride, plan.tau, cy, cx)
+        if key not in self._class_plans:
+            sy, sx = plan.class_steps_y[cy], plan.class_steps_x[cx]
+            self._class_plans[key] = dataclasses.replace(
+                plan, steps_y=sy, steps_x=sx, shared_crop=self._shared_crops(plan.local, sy, sx))
+        return self._class_plans[key]
 
     @staticmethod
     def _pad_key(group) -> tuple:
@@ -301,11 +377,11 @@ class IncrementalOcclusionExecutor(NaiveOcclusionExecutor):
         out: list[np.ndarray] = []
         pending: list[dict[str, np.ndarray]] = []
         n_pending = 0
-        batches = range(0, len(iy), self.batch_size)
-        for start in progress_bar(batches, desc="occlusion", total=len(batches), enabled=progress, unit="batch"):
-            sl = slice(start, start + self.batch_size)
-            pending.append(self._run_prefix(base, plan, iy[sl], ix[sl]))
-            n_pending += len(iy[sl])
+        batches = self._class_batches(plan, iy, ix)
+        for index, sub in progress_bar(batches, desc="occlusion", total=len(batches), enabled=progress,
+                                       unit="batch"):
+            pending.append(self._run_prefix(base, sub, iy[index], ix[index]))
+            n_pending += len(index)
             if n_pending >= self.suffix_batch_size:
                 out.append(self._run_suffix(plan.tail, pending))
                 pending, n_pending = [], 0
@@ -313,7 +389,32 @@ class IncrementalOcclusionExecutor(NaiveOcclusionExecutor):
             out.append(self._run_suffix(plan.tail, pending))
         if not out:
             return np.zeros((0, max(self.num_classes, 0)), dtype=np.float32)
-        return np.concatenate(out, axis=0)
+        logits = np.concatenate(out, axis=0)
+        order = np.concatenate([index for index, _ in batches])
+        if np.array_equal(order, np.arange(len(iy))):
+            return logits
+        restored = np.empty_like(logits)  # batches follow the classes: back to the order asked for
+        restored[order] = logits
+        return restored
+
+    def _class_batches(self, plan: Plan, iy: np.ndarray, ix: np.ndarray) -> list[tuple[np.ndarray, Plan]]:
+        """The positions in batches of one window class pair each: ``[(indices into iy/ix, class plan)]``. A
+        class's positions are split into ``ceil(n / batch_size)`` batches of nearly equal size (not full ones and
+        a small remainder), in input order within the class."""
+        if len(iy) == 0:
+            return []
+        ky, kx = plan.n_classes
+        if ky * kx == 1:
+            sub = self._class_plan(plan, 0, 0)
+            return [(np.arange(start, min(start + self.batch_size, len(iy))), sub)
+                    for start in range(0, len(iy), self.batch_size)]
+        pair = plan.classes_y[iy] * kx + plan.classes_x[ix]
+        batches = []
+        for c in np.unique(pair):
+            members = np.flatnonzero(pair == c)
+            sub = self._class_plan(plan, *divmod(int(c), kx))
+            batches.extend((chunk, sub) for chunk in np.array_split(members, math.ceil(len(members) / self.batch_size)))
+        return batches
 
     @staticmethod
     def _run_suffix(tail: Tail, activations: list[dict[str, np.ndarray]]) -> np.ndarray:

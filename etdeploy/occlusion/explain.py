@@ -240,12 +240,7 @@ def explain_images(onnx_path: str | os.PathLike, images: Sequence[ExplainInput],
     ``timing.json`` (seconds per image).
     """
     from etdeploy.data.images import normalise
-    from etdeploy.fileio import StagedDir, atomic_write_json, refuse_existing_output, sha256_file
-    from etdeploy.occlusion.executor import IncrementalOcclusionExecutor
-    from etdeploy.occlusion.naive import NaiveOcclusionExecutor
-    from etdeploy.occlusion.output import write_map
-    from etdeploy.occlusion.result import log_softmax
-    from etdeploy.occlusion.tuner import map_ssim, tune_approx
+    from etdeploy.fileio import StagedDir, atomic_write_bytes, atomic_write_json, refuse_existing_output, sha256_file
     from etdeploy.progress import progress_bar
 
     if mode not in OCCLUSION_MODES:
@@ -267,16 +262,9 @@ def explain_images(onnx_path: str | os.PathLike, images: Sequence[ExplainInput],
     if staged:
         refuse_existing_output(out, force=force)
 
-    options = {"input_size": input_size, "patch": patch, "stride": stride, "batch_size": batch_size,
-               "threads": threads, "patch_value": patch_value}
-    try:
-        executor = IncrementalOcclusionExecutor(onnx_path, **options)
-    except UnsupportedOpError:
-        if mode != "naive":
-            raise
-        executor = NaiveOcclusionExecutor(onnx_path, **options)  # naive runs any graph; R is then unknown
-    redundancy = (float(executor.redundancy_ratio()["R"]) if isinstance(executor, IncrementalOcclusionExecutor)
-                  else None)
+    executor = open_executor(onnx_path, mode, input_size=input_size, patch=patch, stride=stride,
+                             batch_size=batch_size, threads=threads, patch_value=patch_value)
+    redundancy = redundancy_of(executor)
     size_h, size_w = executor.input_hw
     if size_h != size_w:
         raise OcclusionError(f"images are decoded square; the model input is {size_h}x{size_w}", onnx_path)
@@ -299,58 +287,26 @@ def explain_images(onnx_path: str | os.PathLike, images: Sequence[ExplainInput],
     decoded = [prepared(item) for item in images]
     started = time.perf_counter()
     seconds: dict[str, Any] = {"images": []}
-    tuning = None
-    settings = None
-    if mode == "approx":
-        if tau is not None or r_drill is not None:
-            settings = ApproxSettings(tau=1.0 if tau is None else float(tau),
-                                      r_drill=1.0 if r_drill is None else float(r_drill),
-                                      stage1_stride=stage1_stride, map_kind=map_kind)
-        elif images:
-            tune_items = list(tune_images) if tune_images else list(images[:2])
-            tune_floats = [prepared(item)[1] for item in tune_items]
-            t0 = time.perf_counter()
-            with warnings.catch_warnings():  # a single tuning map is recorded in the summary (tuning.warning)
-                warnings.simplefilter("ignore", UserWarning)
-                tuned = tune_approx(executor, tune_floats, target_ssim=target_ssim, map_kind=map_kind,
-                                    margin=ssim_margin, flat_threshold=FLAT_MAP_RANGE, min_maps=min_tuning_maps,
-                                    progress=progress)
-            seconds["tuning_seconds"] = time.perf_counter() - t0
-            tuning = dataclasses.replace(tuned, images=tuple(item.name for item in tune_items))
-            settings = ApproxSettings(tau=tuned.tau, r_drill=tuned.r_drill, stage1_stride=tuned.stage1_stride,
-                                      map_kind=tuned.map_kind)
-    run_kwargs: dict[str, Any] = {"mode": mode}
-    if settings is not None:
-        run_kwargs.update(tau=settings.tau, r_drill=settings.r_drill, stage1_stride=settings.stage1_stride,
-                          map_kind=settings.map_kind)
+    settings, tuning, tuning_seconds = choose_approx(
+        executor, mode=mode, map_kind=map_kind, tau=tau, r_drill=r_drill, stage1_stride=stage1_stride,
+        tune_images=(list(tune_images) if tune_images else list(images[:2])) if images else [],
+        prepare=lambda item: prepared(item)[1], target_ssim=target_ssim, ssim_margin=ssim_margin,
+        min_tuning_maps=min_tuning_maps, progress=progress)
+    if tuning_seconds is not None:
+        seconds["tuning_seconds"] = tuning_seconds
+    run_kwargs = run_options(mode, settings)
 
     def write_into(folder: Path) -> ExplainRun:
         explained = []
         for index, (item, (raw, image)) in enumerate(progress_bar(list(zip(images, decoded)), desc="explain",
                                                                   enabled=progress)):
-            t0 = time.perf_counter()
-            result = executor.run(image, **run_kwargs)
-            seconds["images"].append({"file": item.name, "seconds": time.perf_counter() - t0})
-            exact = executor.run(image, mode="exact") if check_ssim else None
-            probabilities = np.exp(log_softmax(result.base_logits))
-            maps = []
-            for c in (classes or (result.target,)):
-                c = int(c)
-                stem = f"img{index:02d}_{Path(item.name).stem}_c{c}"
-                files = write_map(folder, stem, result, raw, map_kind, names[c], c)
-                values = result.map(map_kind, c)
-                ssim = None
-                if exact is not None:
-                    reference = exact.map(map_kind, c)
-                    ssim = map_ssim(reference, values) if reference.max() > reference.min() else None
-                maps.append(ClassMap(class_=c, name=names[c], npy=files["npy"], png=files["png"],
-                                     min=float(values.min()), max=float(values.max()),
-                                     flat=bool(values.max() - values.min() < FLAT_MAP_RANGE), ssim_vs_exact=ssim))
-            explained.append(ExplainedImage(
-                file=item.name, sha256=item.sha256, true_class=item.true_class, kind=item.kind,
-                predicted=int(np.argmax(probabilities)), probabilities=tuple(float(p) for p in probabilities),
-                map_shape=result.shape, macs=int(result.macs), naive_macs=int(result.naive_macs),
-                modelled_speedup=result.naive_macs / result.macs if result.macs else None, maps=tuple(maps)))
+            record, files, spent = explain_one(executor, item, raw, image, index=index, run_kwargs=run_kwargs,
+                                               classes=classes, names=names, map_kind=map_kind,
+                                               check_ssim=check_ssim)
+            seconds["images"].append({"file": item.name, "seconds": spent})
+            for name, data in files.items():
+                atomic_write_bytes(folder / name, data)
+            explained.append(record)
         run = ExplainRun(
             onnx=OnnxFile(file=Path(onnx_path).name, sha256=sha256_file(onnx_path)), mode=mode, patch=int(patch),
             stride=int(stride), map_kind=map_kind, patch_value=float(patch_value), input_size=(size_h, size_w),
@@ -369,3 +325,107 @@ def explain_images(onnx_path: str | os.PathLike, images: Sequence[ExplainInput],
         return write_into(out)
     with StagedDir(out, force=force) as tmp:
         return write_into(tmp)
+
+
+# ------------------------------------------------------------------------------ steps shared with the archive
+def open_executor(onnx_path: str | os.PathLike, mode: str, **options: Any):
+    """The incremental executor of ``onnx_path`` (``options``: input_size, patch, stride, batch_size, threads,
+    patch_value); in naive mode, the naive executor when the graph has an op the incremental one cannot split."""
+    from etdeploy.occlusion.executor import IncrementalOcclusionExecutor
+    from etdeploy.occlusion.naive import NaiveOcclusionExecutor
+
+    try:
+        return IncrementalOcclusionExecutor(onnx_path, **options)
+    except UnsupportedOpError:
+        if mode != "naive":
+            raise
+        return NaiveOcclusionExecutor(onnx_path, **options)  # naive runs any graph; R is then unknown
+
+
+def redundancy_of(executor) -> float | None:
+    """KRYPTON's R of the executor's model (None for the naive executor, which does not split the graph)."""
+    from etdeploy.occlusion.executor import IncrementalOcclusionExecutor
+
+    return float(executor.redundancy_ratio()["R"]) if isinstance(executor, IncrementalOcclusionExecutor) else None
+
+
+def choose_approx(executor, *, mode: str, map_kind: str, tau: float | None, r_drill: float | None,
+                  stage1_stride: int | None, tune_images: Sequence[ExplainInput], prepare, target_ssim: float,
+                  ssim_margin: float, min_tuning_maps: int,
+                  progress: bool) -> tuple[ApproxSettings | None, Tuning | None, float | None]:
+    """``(settings, tuning, tuning seconds)`` of an explanation: None/None/None outside approx mode; the given
+    ``tau``/``r_drill`` (the other defaulting to 1); else what :func:`~etdeploy.occlusion.tuner.tune_approx`
+    chooses on ``tune_images`` (``prepare(item)`` -> normalised ``(3, H, W)`` float32; none: no settings)."""
+    from etdeploy.occlusion.tuner import tune_approx
+
+    if mode != "approx":
+        return None, None, None
+    if tau is not None or r_drill is not None:
+        return (ApproxSettings(tau=1.0 if tau is None else float(tau), r_drill=1.0 if r_drill is None else float(r_drill),
+                               stage1_stride=stage1_stride, map_kind=map_kind), None, None)
+    if not tune_images:
+        return None, None, None
+    tune_floats = [prepare(item) for item in tune_images]
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():  # a single tuning map is recorded in the summary (tuning.warning)
+        warnings.simplefilter("ignore", UserWarning)
+        tuned = tune_approx(executor, tune_floats, target_ssim=target_ssim, map_kind=map_kind, margin=ssim_margin,
+                            flat_threshold=FLAT_MAP_RANGE, min_maps=min_tuning_maps, progress=progress)
+    seconds = time.perf_counter() - t0
+    tuning = dataclasses.replace(tuned, images=tuple(item.name for item in tune_images))
+    return (ApproxSettings(tau=tuned.tau, r_drill=tuned.r_drill, stage1_stride=tuned.stage1_stride,
+                           map_kind=tuned.map_kind), tuning, seconds)
+
+
+def run_options(mode: str, settings: ApproxSettings | None) -> dict[str, Any]:
+    """Keyword arguments of ``executor.run`` for ``mode`` with these approximate settings."""
+    options: dict[str, Any] = {"mode": mode}
+    if settings is not None:
+        options.update(tau=settings.tau, r_drill=settings.r_drill, stage1_stride=settings.stage1_stride,
+                       map_kind=settings.map_kind)
+    return options
+
+
+def map_stem(index: int, name: str, target: int) -> str:
+    """File stem of image ``index``'s map of class ``target``: ``img<index>_<name stem>_c<target>``."""
+    return f"img{index:02d}_{Path(name).stem}_c{target}"
+
+
+def explain_one(executor, item: ExplainInput, raw: np.ndarray, image: np.ndarray, *, index: int,
+                run_kwargs: dict[str, Any], classes: Sequence[int], names: Sequence[str], map_kind: str,
+                check_ssim: bool) -> tuple[ExplainedImage, dict[str, bytes], float]:
+    """One image's maps: ``(record, {file name: bytes}, seconds of the occlusion run)``.
+
+    ``raw``: ``(3, H, W)`` uint8 (the overlay's background); ``image``: the normalised float32 input;
+    ``index``: its position in the run (file names, :func:`map_stem`); ``classes``: the classes to map
+    (empty: the predicted one). Writes nothing: the caller writes the files (atomically).
+    """
+    from etdeploy.occlusion.output import map_files
+    from etdeploy.occlusion.result import log_softmax
+    from etdeploy.occlusion.tuner import map_ssim
+
+    t0 = time.perf_counter()
+    result = executor.run(image, **run_kwargs)
+    seconds = time.perf_counter() - t0
+    exact = executor.run(image, mode="exact") if check_ssim else None
+    probabilities = np.exp(log_softmax(result.base_logits))
+    maps = []
+    files: dict[str, bytes] = {}
+    for c in (classes or (result.target,)):
+        c = int(c)
+        stem = map_stem(index, item.name, c)
+        files.update(map_files(stem, result, raw, map_kind, names[c], c))
+        values = result.map(map_kind, c)
+        ssim = None
+        if exact is not None:
+            reference = exact.map(map_kind, c)
+            ssim = map_ssim(reference, values) if reference.max() > reference.min() else None
+        maps.append(ClassMap(class_=c, name=names[c], npy=f"{stem}.npy", png=f"{stem}.png", min=float(values.min()),
+                             max=float(values.max()), flat=bool(values.max() - values.min() < FLAT_MAP_RANGE),
+                             ssim_vs_exact=ssim))
+    record = ExplainedImage(
+        file=item.name, sha256=item.sha256, true_class=item.true_class, kind=item.kind,
+        predicted=int(np.argmax(probabilities)), probabilities=tuple(float(p) for p in probabilities),
+        map_shape=result.shape, macs=int(result.macs), naive_macs=int(result.naive_macs),
+        modelled_speedup=result.naive_macs / result.macs if result.macs else None, maps=tuple(maps))
+    return record, files, seconds

@@ -166,6 +166,62 @@ def plan_dag_axis(starts: np.ndarray, patch: int, groups: list[GroupAxis], tau: 
     return steps
 
 
+def window_classes(lengths: np.ndarray, weights: np.ndarray, max_classes: int) -> np.ndarray:
+    """Alignment classes of the patch starts on one axis (docs/method.md §6.1): ``(G, n)`` changed-region
+    lengths of each group at each start and ``(G,)`` cost of one more output row (column) of each group ->
+    ``(n,)`` class of each start, numbered ``0, 1, ...`` in order of first start.
+
+    A region's length depends on the start's alignment modulo the strides before the group (and on the
+    clipping at the image borders), so starts with equal lengths at every group form one class, whose windows
+    are exactly as long as its regions. Then, while there are more than ``max_classes``, the two classes whose
+    merge (windows: elementwise maximum) adds the least weighted cost ``members x sum(weights x window)`` are
+    merged: each class is one more batch shape (and a partly filled batch) for every group.
+    """
+    if max_classes < 1:
+        raise OcclusionError(f"the number of window classes must be >= 1, got {max_classes}")
+    lengths = np.maximum(np.asarray(lengths, dtype=np.int64), 1)
+    if lengths.shape[1] == 0:
+        return np.zeros(0, dtype=np.int64)
+    weights = np.asarray(weights, dtype=np.float64)
+    signatures, inverse = np.unique(lengths.T, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    wins = signatures.astype(np.float64)  # (k, G) window per class
+    counts = np.bincount(inverse, minlength=len(signatures)).astype(np.float64)
+    label = np.arange(len(signatures))  # class of each signature
+    alive = list(range(len(signatures)))
+    while len(alive) > max_classes:
+        w, c = wins[alive], counts[alive]
+        own = c * (w @ weights)
+        merged = np.maximum(w[:, None, :], w[None, :, :]) @ weights * (c[:, None] + c[None, :])
+        extra = merged - own[:, None] - own[None, :]
+        extra[np.tril_indices(len(alive))] = np.inf
+        a, b = np.unravel_index(int(np.argmin(extra)), extra.shape)
+        keep, gone = alive[a], alive[b]
+        wins[keep] = np.maximum(wins[keep], wins[gone])
+        counts[keep] += counts[gone]
+        label[label == gone] = keep
+        alive.remove(gone)
+    per_start = label[inverse].tolist()
+    number = {cls: i for i, cls in enumerate(dict.fromkeys(per_start))}
+    return np.array([number[c] for c in per_start], dtype=np.int64)
+
+
+def class_steps(steps: list[AxisStep] | tuple[AxisStep, ...], groups: list[GroupAxis], members: np.ndarray
+                ) -> list[AxisStep]:
+    """``steps`` (of :func:`plan_dag_axis`) with every window sized for the starts ``members`` (indices) only:
+    the longest changed region among them (at least 1), shifted inward at the border as there."""
+    out = []
+    for step, spec in zip(steps, groups):
+        g = spec.geom
+        n_out = g.out_len(spec.n_in)
+        length = (step.hi - step.lo)[members]
+        win = min(n_out, max(1, int(length.max()) if len(length) else 1))
+        win_start = np.minimum(step.lo, n_out - win)
+        out.append(AxisStep(lo=step.lo, hi=step.hi, win_start=win_start, win=win, crop_start=win_start * g.s,
+                            crop=(win - 1) * g.s + g.k))
+    return out
+
+
 def plan_axis(starts: np.ndarray, patch: int, geoms: list[AxisGeom], n_ins: list[int], tau: float = 1.0,
               ) -> list[AxisStep]:
     """:func:`plan_dag_axis` for a chain: group ``i`` reads the output of group ``i - 1`` (``n_ins[i]`` is its

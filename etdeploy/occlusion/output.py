@@ -53,11 +53,18 @@ def overlay_png(image_uint8: np.ndarray, values: np.ndarray, result: OcclusionRe
     return buffer.getvalue()
 
 
+def map_files(stem: str, result: OcclusionResult, image_uint8: np.ndarray, map_kind: str, class_name: str,
+              target: int | None = None) -> dict[str, bytes]:
+    """``{"<stem>.npy": map (float64) bytes, "<stem>.png": overlay bytes}``: what :func:`write_map` writes
+    (an archive worker returns them to the process that writes them)."""
+    values = result.map(map_kind, target)
+    title = f"{class_name} ({map_kind}, {result.mode}, P={result.patch}, S={result.stride})"
+    return {f"{stem}.npy": npy_bytes(values), f"{stem}.png": overlay_png(image_uint8, values, result, title)}
+
+
 def write_map(out_dir: Path, stem: str, result: OcclusionResult, image_uint8: np.ndarray, map_kind: str,
               class_name: str, target: int | None = None) -> dict[str, str]:
     """Write ``<stem>.npy`` (map, float64) and ``<stem>.png`` (overlay) into ``out_dir``; returns their names."""
-    values = result.map(map_kind, target)
-    atomic_write_bytes(out_dir / f"{stem}.npy", npy_bytes(values))
-    title = f"{class_name} ({map_kind}, {result.mode}, P={result.patch}, S={result.stride})"
-    atomic_write_bytes(out_dir / f"{stem}.png", overlay_png(image_uint8, values, result, title))
+    for name, data in map_files(stem, result, image_uint8, map_kind, class_name, target).items():
+        atomic_write_bytes(out_dir / name, data)
     return {"npy": f"{stem}.npy", "png": f"{stem}.png"}

@@ -115,13 +115,14 @@ class PackageConfig:
 @dataclass(frozen=True)
 class EvaluateConfig:
     split: str = "test"              # every form of the model (original, pruned, sliced, ONNX, int8, C) on this split
+    c_model: bool = False            # the C form: the bundle's C built with the host gcc, run on the whole split
 
 
 @dataclass(frozen=True)
 class RobustnessConfig:
     enabled: bool = True
     perturbations: tuple[str, ...] = ("noise", "brightness", "defocus", "motion_blur", "jpeg", "contrast")
-    severities: tuple[int, ...] = (1, 2, 3)
+    severities: tuple[int, ...] = (1, 2, 3)  # of 1..5; 0 (the clean image) is always evaluated
     split: str = "test"
     max_images: int | None = None    # at most this many images (class-stratified prefix)
     seed: int = 0
@@ -138,11 +139,21 @@ class AcceptanceConfig:
     min_accuracy: float | None = None        # deployed model's test accuracy at least this
     must_fit: tuple[str, ...] = ()           # target ids the deployed model must fit
     deadlines: tuple[str, ...] = ()          # "target=seconds": latency bound per image on that target
+    require_parity: bool = True              # every implementation pair agrees within [parity] tolerance
 
 
 @dataclass(frozen=True)
 class CompressConfig:
     target: str | None = None        # a target id: search the pruning/precision space for the best model that fits
+    min_accuracy: float | None = None    # least accuracy on `split` (fraction)
+    max_latency_s: float | None = None   # latency limit per image (the fit's estimate), seconds
+    criteria: tuple[str, ...] = ()       # empty: bottom-first and every criterion the ranking has statistics for
+    precisions: tuple[str, ...] = ("fp32", "int8")
+    percents: tuple[float, ...] = (0.0, 50.0, 75.0, 90.0, 95.0, 98.0)  # coarse grid per layer
+    refine_rounds: int = 2
+    finetune_epochs: int = 0             # fine-tuning of the finalists (masks held)
+    max_finetune: int = 3                # finalists: fitting candidates on the Pareto front
+    split: str = "val"                   # the split candidates are scored on
 
 
 @dataclass(frozen=True)
@@ -248,11 +259,12 @@ vectors = 2                      # golden vectors (each runs under qemu-user on 
 
 [evaluate]
 split = "test"                   # every form of the model (original, pruned, sliced, ONNX, int8, C) on this split
+c_model = false                  # true: also the C form (the flight bundle's C, host gcc) on every image (~10 s)
 
 [robustness]
 enabled = true
 perturbations = ["noise", "brightness", "defocus", "motion_blur", "jpeg", "contrast"]
-severities = [1, 2, 3]           # graded severities (0 = clean)
+severities = [1, 2, 3]           # graded severities 1..5 (0, the clean image, is always evaluated)
 split = "test"
 # max_images = 100               # at most this many images (class-stratified prefix)
 seed = 0
@@ -265,9 +277,20 @@ max_accuracy_drop = 0.05         # deployed vs original test accuracy (fraction:
 # min_accuracy = 0.8             # the deployed model's test accuracy at least this
 must_fit = []                    # target ids the deployed model must fit
 deadlines = []                   # "target=seconds" latency bound per image, e.g. ["rad750=2.0"]
+require_parity = true            # the parity check must pass (every pair within [parity] tolerance)
 
 [compress]
-# target = "stm32h7"             # search pruning percent, layers and precision for the best model that fits
+# target = "stm32h7"             # search pruning percent, layers and precision for the best model that fits;
+#                                # the export, parity, explain... stages then take the chosen model
+# min_accuracy = 0.8             # least accuracy on `split` (fraction)
+# max_latency_s = 2.0            # latency limit per image (the fit's MACC / sustained MAC/s estimate)
+criteria = []                    # empty: bottom-first and every criterion the ranking has statistics for
+precisions = ["fp32", "int8"]    # int8: static QDQ, measured for the finalists
+percents = [0.0, 50.0, 75.0, 90.0, 95.0, 98.0]   # coarse grid of masking % per layer (every combination)
+refine_rounds = 2                # coarse-to-fine rounds around the best fitting point
+finetune_epochs = 0              # fine-tune the finalists with the masks held
+max_finetune = 3                 # finalists: fitting candidates on the Pareto front
+split = "val"                    # the split candidates are scored on (test accuracy is reported)
 '''
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "ranking": RankingConfig, "sweep": SweepConfig,
@@ -329,8 +352,27 @@ def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
+def _deadlines_ok(deadlines: tuple[str, ...]) -> bool:
+    from etdeploy.assurance.acceptance import parse_deadlines
+
+    try:
+        parse_deadlines(deadlines)
+    except ValueError:
+        return False
+    return True
+
+
 def validate(config: RunConfig) -> RunConfig:
-    from etdeploy.vocab import GROUPINGS, MAP_KINDS, OCCLUSION_MODES, QUADRATURE_METHODS, SPLIT_RECIPES, SPLITS
+    from etdeploy.vocab import (
+        GROUPINGS,
+        MAP_KINDS,
+        MAX_SEVERITY,
+        OCCLUSION_MODES,
+        PERTURBATIONS,
+        QUADRATURE_METHODS,
+        SPLIT_RECIPES,
+        SPLITS,
+    )
 
     checks = [
         (config.data.grouping in GROUPINGS, f"data.grouping must be one of {', '.join(GROUPINGS)}"),
@@ -364,12 +406,29 @@ def validate(config: RunConfig) -> RunConfig:
         (config.package.vectors >= 1, "package.vectors must be >= 1"),
         (config.evaluate.split in SPLITS, "evaluate.split must be train, val or test"),
         (config.robustness.split in SPLITS, "robustness.split must be train, val or test"),
-        (all(s >= 1 for s in config.robustness.severities), "robustness.severities must be >= 1 (0 is the clean image)"),
+        (all(1 <= s <= MAX_SEVERITY for s in config.robustness.severities),
+         f"robustness.severities must be in 1..{MAX_SEVERITY} (0, the clean image, is always included)"),
+        (len(config.robustness.perturbations) >= 1 and all(p in PERTURBATIONS for p in config.robustness.perturbations),
+         f"robustness.perturbations must name at least one of {', '.join(PERTURBATIONS)}"),
+        (config.robustness.seed >= 0, "robustness.seed must be >= 0"),
         (config.robustness.max_images is None or config.robustness.max_images >= 1, "robustness.max_images must be >= 1"),
         (config.acceptance.max_accuracy_drop is None or 0 <= config.acceptance.max_accuracy_drop <= 1,
          "acceptance.max_accuracy_drop must be in [0, 1] (a fraction: 0.05 = 5 points)"),
         (config.acceptance.min_accuracy is None or 0 <= config.acceptance.min_accuracy <= 1,
          "acceptance.min_accuracy must be in [0, 1]"),
+        (config.compress.min_accuracy is None or 0 <= config.compress.min_accuracy <= 1,
+         "compress.min_accuracy must be in [0, 1] (a fraction)"),
+        (config.compress.max_latency_s is None or config.compress.max_latency_s > 0, "compress.max_latency_s must be > 0"),
+        (len(config.compress.precisions) >= 1 and set(config.compress.precisions) <= {"fp32", "int8"},
+         "compress.precisions must be fp32 and/or int8"),
+        (len(config.compress.percents) >= 1 and all(0 <= p < 100 for p in config.compress.percents),
+         "compress.percents must be masking percentages in [0, 100)"),
+        (config.compress.refine_rounds >= 0 and config.compress.finetune_epochs >= 0,
+         "compress.refine_rounds and compress.finetune_epochs must be >= 0"),
+        (config.compress.max_finetune >= 1, "compress.max_finetune must be >= 1"),
+        (config.compress.split in SPLITS, "compress.split must be train, val or test"),
+        (_deadlines_ok(config.acceptance.deadlines),
+         "acceptance.deadlines entries must be \"target=seconds\" with seconds > 0, e.g. \"rad750=2.0\""),
     ]
     for ok, message in checks:
         if not ok:
@@ -403,4 +462,5 @@ def demo_config() -> RunConfig:
         ranking=RankingConfig(steps=16, batch_size=32),
         prune=PruneConfig(percents=(50.0, 95.0), finetune_epochs=8),
         occlusion=OcclusionConfig(images_per_class=1, patch=8, stride=2, mode="exact"),
+        robustness=RobustnessConfig(severities=(1, 3), max_images=30),  # 13 evaluations of 30 images per form
     )

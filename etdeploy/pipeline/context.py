@@ -20,6 +20,8 @@ from etdeploy.pipeline.config import RunConfig
 
 MANIFEST = "stage.json"
 MANIFEST_FORMAT = "etdeploy-stage"
+#: Folder of the compress stage's chosen model (``masked/``, ``sliced/``, export, front).
+COMPRESS_MODEL = "model"
 
 
 def percent_dir(percent: float) -> str:
@@ -49,7 +51,10 @@ class RunContext:
         return self.manifest(name)["summary"]
 
     def pruned_dir(self) -> Path:
-        """The prune stage's folder of the model that is sliced, exported and explained."""
+        """The folder (``masked/``, ``sliced/``) of the model that is exported and explained: the compress
+        stage's chosen model when ``[compress] target`` is set, else the prune stage's ``export_percent``."""
+        if self.config.compress.target is not None:
+            return self.stage_dir("compress") / COMPRESS_MODEL
         return self.stage_dir("prune") / percent_dir(self.config.prune.export_percent)
 
     def cached(self, key: str, make: Callable[[], Any]) -> Any:

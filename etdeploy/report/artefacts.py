@@ -20,18 +20,77 @@ from etdeploy.report.record import Provenance, RunRecord
 
 PACKAGES = ("etdeploy", "torch", "numpy", "onnx", "onnxruntime", "onnxsim", "scikit-image", "matplotlib",
             "safetensors", "pillow", "click", "tqdm")
+#: etdeploy's extras a pipeline run uses (the package stage's C generator); test/dev tools are not run inputs
+RUN_EXTRAS = ("package",)
 ASSET_SUFFIXES = (".csv", ".png")
+#: further files a stage's section reads (the explain section draws every map on one colour scale)
+STAGE_ASSET_SUFFIXES = {"explain": (".npy",)}
+
+
+def _dependency_closure() -> dict[str, str]:
+    """``{distribution: version}`` of etdeploy and every installed distribution it requires, recursively
+    (its requirements, those of :data:`RUN_EXTRAS`, and theirs, markers evaluated)."""
+    from packaging.requirements import Requirement
+
+    found: dict[str, str] = {}
+    todo = ["etdeploy"]
+    first = True
+    while todo:
+        name = todo.pop()
+        key = name.lower().replace("_", "-")
+        if key in found:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        found[key] = dist.version
+        extras = ("", *RUN_EXTRAS) if first else ("",)
+        first = False
+        for text in dist.requires or ():
+            req = Requirement(text)
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras):
+                todo.append(req.name)
+    return found
 
 
 def package_versions() -> dict[str, str]:
-    """Python and the versions of the packages a result depends on."""
+    """Python and the versions of every distribution a run depends on: etdeploy's requirements, recursively
+    (the configuration index, CM-01); the core packages are listed even where absent ("not installed")."""
     out = {"python": sys.version.split()[0]}
     for name in PACKAGES:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
-    return out
+    try:
+        closure = _dependency_closure()
+    except ImportError:  # no 'packaging': the core list only
+        closure = {}
+    for key, version in closure.items():
+        if key not in out:
+            out[key] = version
+    return dict(sorted(out.items(), key=lambda kv: (kv[0] != "python", kv[0])))
+
+
+def code_version() -> str:
+    """``git describe --always --dirty --tags`` of the etdeploy source tree when it is a git checkout, else
+    ``etdeploy <package version>``."""
+    import subprocess
+
+    source = Path(__file__).resolve().parents[2]
+    try:
+        if (source / ".git").exists():
+            done = subprocess.run(["git", "-C", str(source), "describe", "--always", "--dirty", "--tags"],
+                                  capture_output=True, text=True, timeout=20, check=False)
+            if done.returncode == 0 and done.stdout.strip():
+                return f"git {done.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        return f"etdeploy {metadata.version('etdeploy')}"
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def platform_info() -> dict[str, str]:
@@ -115,12 +174,16 @@ LOADERS: dict[str, tuple[str, Callable[[Path], dict[str, Any]]]] = {
 def stage_assets(stage: str, root: Path, rels) -> dict[str, bytes]:
     """The files among ``rels`` (paths relative to ``root``) that a report embeds or copies, keyed
     ``<stage>/<rel>`` as :attr:`RunRecord.assets` expects."""
-    return {f"{stage}/{rel}": (root / rel).read_bytes() for rel in rels if rel.endswith(ASSET_SUFFIXES)}
+    suffixes = ASSET_SUFFIXES + STAGE_ASSET_SUFFIXES.get(stage, ())
+    return {f"{stage}/{rel}": (root / rel).read_bytes() for rel in rels if rel.endswith(suffixes)}
 
 
 def record_from_artefacts(name: str, folders: dict[str, str | Path], *, dataset=None, data_source: str = "",
-                          command: tuple[str, ...] = (), progress: bool = True) -> RunRecord:
-    """A run record from ``{stage: folder}`` (stages of :data:`LOADERS`) and an optional data set."""
+                          command: tuple[str, ...] = (), progress: bool = True, criteria=None) -> RunRecord:
+    """A run record from ``{stage: folder}`` (stages of :data:`LOADERS`) and an optional data set, judged by
+    ``criteria`` (:class:`~etdeploy.assurance.acceptance.AcceptanceCriteria`; its defaults when ``None``)."""
+    from etdeploy.assurance.acceptance import AcceptanceCriteria
+
     stages: dict[str, dict[str, Any]] = {}
     assets: dict[str, bytes] = {}
     artefacts: dict[str, str] = {}
@@ -147,4 +210,15 @@ def record_from_artefacts(name: str, folders: dict[str, str | Path], *, dataset=
     stages = {k: stages[k] for k in sorted(stages, key=order.index)}
     provenance = Provenance(versions=package_versions(), platform=platform_info(), command=tuple(command),
                             artefacts=artefacts)
-    return RunRecord(name=name, stages=stages, provenance=provenance, assets=assets)
+    return RunRecord(name=name, stages=stages, provenance=provenance, assets=assets,
+                     criteria=AcceptanceCriteria() if criteria is None else criteria,
+                     stamp={"code_version": code_version(), "run_date": utc_date()})
+
+
+def utc_date(timestamp: float | None = None) -> str:
+    """``YYYY-MM-DD`` (UTC) of ``timestamp`` (seconds since the epoch; now when ``None``)."""
+    import datetime
+
+    when = datetime.datetime.now(datetime.UTC) if timestamp is None else \
+        datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+    return when.strftime("%Y-%m-%d")

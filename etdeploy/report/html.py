@@ -32,6 +32,12 @@ th{background:#e8edf3} td.l,th.l{text-align:left}
 .ok{color:#1b7f3b;font-weight:bold} .bad{color:#b3261e;font-weight:bold} .muted{color:#667}
 img{max-width:100%} .grid{display:flex;flex-wrap:wrap;gap:10px} .grid figure{margin:0;width:260px}
 figcaption{font-size:12px;color:#445} code{background:#eef;padding:0 3px}
+.verdict-pass b{color:#1b7f3b} .verdict-fail b,.verdict-incomplete b{color:#b3261e}
+@page{size:A4;margin:12mm}
+@media print{body{background:#fff} main{padding:0;max-width:none} header{padding:8px 0;background:#fff;color:#000}
+header p{color:#333} header .nav{display:none} section{box-shadow:none;padding:0;margin:0;break-before:page}
+section:first-of-type{break-before:auto} tr,figure,img{break-inside:avoid} code{word-break:break-all}
+table{font-size:10px}}
 """
 
 
@@ -131,4 +137,4 @@ def page(title: Any, subtitle: Any, sections: list[tuple[str, str, Raw]]) -> str
                    for sid, t, content in sections)
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"
             f"<style>{CSS}</style></head><body><header><h1>{esc(title)}</h1><p>{esc(subtitle)}</p>"
-            f"<p style='font-size:13px'>{nav}</p></header><main>{body}</main></body></html>\n")
+            f"<p class='nav' style='font-size:13px'>{nav}</p></header><main>{body}</main></body></html>\n")

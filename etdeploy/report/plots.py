@@ -1,4 +1,5 @@
-"""Report plots (matplotlib, Agg backend) returned as PNG bytes."""
+"""Report plots (matplotlib, Agg backend) returned as PNG bytes. Every plot has a legend (or, for maps, a
+colour bar)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,14 @@ def training_curve(history: list[dict[str, Any]], title: str = "training") -> by
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
     loss = [(h["epoch"], h["train_loss"]) for h in history if h.get("train_loss") is not None]
+    handles, labels = ax.get_legend_handles_labels()
     if loss:
         ax2 = ax.twinx()
         ax2.plot([e for e, _ in loss], [v for _, v in loss], color="tab:orange", lw=1, label="train loss")
         ax2.set_ylabel("train loss")
+        more = ax2.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    ax.legend(handles, labels, fontsize=8, loc="lower right")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return figure_png(fig)
@@ -38,10 +43,13 @@ def rank_histograms(layers: tuple[RankedLayer, ...]) -> bytes:
     fig, axes = plt.subplots(1, len(layers), figsize=(4 * len(layers), 2.8), squeeze=False)
     for ax, la in zip(axes[0], layers):
         h = la.histogram
-        ax.hist(h.edges[:-1], bins=list(h.edges), weights=list(h.counts), color="tab:blue")
+        ax.hist(h.edges[:-1], bins=list(h.edges), weights=list(h.counts), color="tab:blue",
+                label=f"live neurons of {la.name}")
         ax.set_title(f"{la.name}: {la.live} live neurons")
         ax.set_xlabel("rank = -E[attribution to loss]")
+        ax.set_ylabel("neurons (log)")
         ax.set_yscale("log")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return figure_png(fig)
 
@@ -95,4 +103,28 @@ def class_ea_curves(curve: dict[str, Any], classes: list[str], width: int, layer
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=6)
     ax.grid(alpha=0.3)
+    return figure_png(fig)
+
+
+def shared_scale_maps(maps: list[tuple[str, Any]], label: str, columns: int = 5) -> bytes:
+    """Every occlusion map (``(title, 2-D array)``) on one colour scale (the min and max over all maps), with
+    one colour bar: maps can be compared by colour across images and classes."""
+    import numpy as np
+
+    arrays = [np.asarray(a, dtype=np.float64) for _, a in maps]
+    lo = min(float(np.nanmin(a)) for a in arrays)
+    hi = max(float(np.nanmax(a)) for a in arrays)
+    if hi <= lo:
+        hi = lo + 1e-12
+    cols = max(1, min(columns, len(maps)))
+    rows = (len(maps) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols + 0.8, 2.2 * rows), squeeze=False)
+    shown = None
+    for ax, (title, a) in zip(axes.flat, zip([t for t, _ in maps], arrays)):
+        shown = ax.imshow(a, cmap="jet", vmin=lo, vmax=hi, interpolation="nearest")
+        ax.set_title(title, fontsize=7, parse_math=False)
+        ax.set_axis_off()
+    for ax in list(axes.flat)[len(maps):]:
+        ax.set_axis_off()
+    fig.colorbar(shown, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02, label=label)
     return figure_png(fig)

@@ -6,6 +6,13 @@ A :class:`RunRecord` is assembled by whoever has the results (the pipeline's rep
 (``result.to_dict()``), keyed by stage name; a section reads one back with
 ``record.stage("prune", PruneRun)``. ``assets`` holds the files the report embeds or copies
 (``"explain/test0001_correct.png"``, ``"rank/ranking/dense1.csv"``): keyed ``<stage>/<path>``.
+
+``criteria`` are the acceptance criteria the run is judged by (the run configuration's ``[acceptance]``;
+the defaults of :class:`~etdeploy.assurance.acceptance.AcceptanceCriteria` for ``etdeploy report``).
+``stamp`` holds what identifies the rendering but is not a result (``code_version``, ``run_date``): the
+HTML and PDF show it, ``report.json`` leaves it out so that it stays byte-reproducible. The assurance
+views (:meth:`RunRecord.acceptance`, :meth:`RunRecord.traceability`, :meth:`RunRecord.problems`) are
+computed from the stage results; nothing is read from disk.
 """
 
 from __future__ import annotations
@@ -13,6 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from etdeploy.assurance.acceptance import AcceptanceCriteria, AcceptanceResult, evaluate_acceptance
+from etdeploy.assurance.problems import Problem, gather_problems
+from etdeploy.assurance.traceability import Traceability, trace
 from etdeploy.records import Record
 
 T = TypeVar("T", bound=Record)
@@ -40,6 +50,27 @@ class RunRecord:
     stages: dict[str, dict[str, Any]]
     provenance: Provenance
     assets: dict[str, bytes] = field(default_factory=dict)
+    criteria: AcceptanceCriteria = field(default_factory=AcceptanceCriteria)
+    stamp: dict[str, str] = field(default_factory=dict)
+
+    def _memo(self, key: str, make):
+        # the views are pure functions of the (frozen) record: computed once per record
+        cache = self.__dict__.setdefault("_views", {})
+        if key not in cache:
+            cache[key] = make()
+        return cache[key]
+
+    def acceptance(self) -> AcceptanceResult:
+        """Each acceptance criterion checked against the stage results, and the overall verdict."""
+        return self._memo("acceptance", lambda: evaluate_acceptance(self.criteria, self.stages))
+
+    def traceability(self) -> Traceability:
+        """The objectives matrix (docs/method.md §12.4)."""
+        return self._memo("traceability", lambda: trace(self.stages, self.provenance.artefacts, self.acceptance()))
+
+    def problems(self) -> tuple[Problem, ...]:
+        """Every warning, refusal, flat map, near-miss and failed criterion of the run."""
+        return self._memo("problems", lambda: gather_problems(self.stages, self.acceptance()))
 
     def has(self, name: str) -> bool:
         return name in self.stages

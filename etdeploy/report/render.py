@@ -1,61 +1,52 @@
 """``render(record) -> files``: the V&V report as a pure function of a :class:`RunRecord`.
 
-Files: ``report.html`` (self-contained: inline CSS, images as data URIs, no network),
-``report.json`` (every figure: the stage results and the provenance) and ``tables/*.csv`` (every
-CSV asset of the record). Same record, same bytes.
+Files: ``report.html`` (self-contained: inline CSS, images as data URIs, no network; printable, one
+section per page), ``report.json`` (every figure: the stage results, the provenance and the assurance
+views: acceptance verdicts, traceability matrix, problem reports) and ``tables/*.csv`` (every CSV asset
+of the record). Same record, same bytes (the record's ``stamp``, code version and run date, appears in the
+HTML only). ``report.pdf`` is rendered from ``report.html`` by :mod:`etdeploy.report.pdf`.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from etdeploy.fileio import atomic_write_bytes, canonical_json
-from etdeploy.report.html import Raw, card, join, markup, page, table
+from etdeploy.report.html import Raw, card, join, markup, page
 from etdeploy.report.record import RunRecord, Section
 from etdeploy.report.sections import SECTION_MODULES
+from etdeploy.report.sections import acceptance as acceptance_section
 from etdeploy.report.sections import data as data_section
+from etdeploy.report.sections import evaluate as evaluate_section
 from etdeploy.report.sections import fit as fit_section
 from etdeploy.report.sections import parity as parity_section
 from etdeploy.report.sections import prune as prune_section
 from etdeploy.report.sections import train as train_section
 
 REPORT_FORMAT = "etdeploy-report"
-# summary cards: model first, then what pruning did, then the verdicts, then the data
-CARD_MODULES = (train_section, prune_section, parity_section, fit_section, data_section)
+# summary cards: the overall verdict, the model, then what pruning did, then the verdicts, then the data
+CARD_MODULES = (acceptance_section, train_section, prune_section, parity_section, evaluate_section, fit_section, data_section)
 
 
 def report_document(record: RunRecord) -> dict[str, Any]:
-    """``report.json``: name, every stage result, provenance."""
+    """``report.json``: name, every stage result, provenance, and the assurance views (acceptance criteria and
+    verdicts, traceability matrix, problem reports). The record's ``stamp`` is left out (not reproducible)."""
+    assurance = {"acceptance": record.acceptance().to_dict(), "traceability": record.traceability().to_dict(),
+                 "problems": [p.to_dict() for p in record.problems()]}
     return {"format": REPORT_FORMAT, "format_version": 1, "name": record.name, "stages": dict(record.stages),
-            "provenance": record.provenance.to_dict()}
-
-
-def _provenance(record: RunRecord) -> Section:
-    p = record.provenance
-    rows = [[k, v] for k, v in p.versions.items()]
-    arts = [[k, markup("<code>{}</code>", v)] for k, v in sorted(p.artefacts.items())]
-    command = " ".join(p.command) or "(Python API)"
-    threads = markup(", torch threads {}", p.torch_threads) if p.torch_threads is not None else ""
-    body = join([markup("<p>config sha256 <code>{}</code>, seed {}{}, platform {} {}; command: <code>{}</code></p>",
-                        p.config_sha256, p.seed, threads, p.platform.get("system", "?"),
-                        p.platform.get("machine", "?"), command),
-                 table(["package", "version"], rows),
-                 markup("<details><summary>SHA-256 of {} artefacts</summary>{}</details>", len(arts),
-                        table(["artefact", "sha256"], arts)),
-                 markup("<details><summary>configuration</summary><pre>{}</pre></details>",
-                        json.dumps(p.config, indent=2, sort_keys=True))])
-    return Section("provenance", "Provenance", body)
+            "provenance": record.provenance.to_dict(), "assurance": assurance}
 
 
 def render_html(record: RunRecord) -> str:
     cards = [c for module in CARD_MODULES if hasattr(module, "cards") for c in module.cards(record)]
     sections = [Section("summary", "Summary", markup("<div class='cards'>{}</div>", join(cards)))]
     sections += [s for s in (module.section(record) for module in SECTION_MODULES) if s is not None]
-    sections.append(_provenance(record))
     train = record.stages.get("train", {})
     subtitle = f"model {train.get('arch', '?')} on {record.stages.get('data', {}).get('name', '?')} data"
+    if record.stamp:
+        subtitle += (f" · code version {record.stamp.get('code_version', 'n/a')}"
+                     f" · run date {record.stamp.get('run_date', 'n/a')}")
     return page(f"etdeploy V&V report: {record.name}", subtitle,
                 [(s.id, s.title, s.body if isinstance(s.body, Raw) else Raw(s.body)) for s in sections])
 

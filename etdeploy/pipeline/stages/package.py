@@ -16,6 +16,7 @@ from typing import Any
 
 from etdeploy.pipeline.context import RunContext
 
+
 def run_package_stage(ctx: RunContext, tmp: Path) -> dict[str, Any]:
     from importlib.util import find_spec
 

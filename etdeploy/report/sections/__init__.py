@@ -7,8 +7,29 @@ is one module and one line here.
 
 from __future__ import annotations
 
-from etdeploy.report.sections import data, explain, fit, package, parity, prune, rank, sweep, train
+from etdeploy.report.sections import (
+    acceptance,
+    compress,
+    configuration,
+    data,
+    evaluate,
+    explain,
+    fit,
+    package,
+    parity,
+    problems,
+    prune,
+    rank,
+    robustness,
+    stability,
+    sweep,
+    traceability,
+    train,
+)
 
-SECTION_MODULES = (data, train, rank, sweep, prune, parity, explain, fit, package)
+# the verdict and the problems first, the stages in run order, then the matrix and the configuration index
+SECTION_MODULES = (acceptance, problems,
+                   data, train, rank, sweep, prune, compress, parity, evaluate, explain, stability, robustness, fit, package,
+                   traceability, configuration)
 
 __all__ = ["SECTION_MODULES"]

@@ -18,6 +18,30 @@ def _class_name(run: ExplainRun, index: int) -> str:
     return run.classes[index] if 0 <= index < len(run.classes) else f"class {index}"
 
 
+def _shared_scale(record: RunRecord, run: ExplainRun, short: str) -> Raw:
+    """Every map on one colour scale with one colour bar (from the maps' ``.npy`` files in the record)."""
+    import io
+
+    import numpy as np
+
+    from etdeploy.report import plots
+
+    maps = []
+    index = {id(image): i for i, image in enumerate(run.images, 1)}
+    for image, m in run.all_maps():
+        data = record.assets.get(f"explain/{m.npy}")
+        if data is None:
+            return Raw("<p class='muted'>The maps' arrays are not in the record: no shared-scale figure.</p>")
+        maps.append((f"image {index[id(image)]}: {m.name}", np.load(io.BytesIO(data), allow_pickle=False)))
+    if not maps:
+        return Raw("")
+    lo = min(float(a.min()) for _, a in maps)
+    hi = max(float(a.max()) for _, a in maps)
+    return join([markup("<p>All {} maps on one colour scale ({} from {:.3g} to {:.3g}; images numbered in the order "
+                        "of the overlays below):</p>", len(maps), short, lo, hi),
+                 img(plots.shared_scale_maps(maps, short), "occlusion maps on a shared colour scale")])
+
+
 def section(record: RunRecord) -> Section | None:
     run = record.stage("explain", ExplainRun)
     if run is None:
@@ -50,9 +74,11 @@ def section(record: RunRecord) -> Section | None:
         tuning = join([tuning, scored, weak])
     patch = "a gray (data-set mean) patch" if run.patch_value == 0 else \
         markup("a patch of value {} (normalised space)", run.patch_value)
-    body = join([markup("<p>Occlusion maps (KRYPTON incremental executor on ONNX Runtime, mode <b>{}</b>, patch {}, "
+    body = join([_shared_scale(record, run, short),
+                 markup("<p>Occlusion maps (KRYPTON incremental executor on ONNX Runtime, mode <b>{}</b>, patch {}, "
                         "stride {}) of <code>{}</code>: {} when {} covers each position; {} = the region the "
                         "prediction depends on. Modelled speedup = naive MACs / executed MACs.</p>",
                         run.mode, run.patch, run.stride, run.onnx.file, long, patch, important),
-                 tuning, Raw("<div class='grid'>"), join(figs), Raw("</div>")])
+                 tuning, Raw("<p>Each overlay below has its own colour bar (its map's range); the figure above puts "
+                             "every map on one scale.</p><div class='grid'>"), join(figs), Raw("</div>")])
     return Section("explain", "Occlusion explanations", body)

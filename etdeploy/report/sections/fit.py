@@ -3,11 +3,24 @@
 
 from __future__ import annotations
 
-from etdeploy.report.html import Raw, card, join, table, verdict
+from etdeploy.report.html import Raw, card, join, markup, table, verdict
 from etdeploy.report.record import RunRecord, Section
 from etdeploy.targets import FitRun
 
 FIGURES = ("parameters", "total_macc", "weights_bytes_fp32", "weights_bytes_int8", "peak_activation_bytes")
+
+
+def why_not(v) -> list[str]:
+    """Why a model does not fit a target: the detail of every check that failed (weights as stored)."""
+    return [f"{c.resource}: {c.detail}" for c in v.checks if c.status == "does not fit"]
+
+
+def _verdict_cell(v) -> Raw:
+    if v.fits:
+        return verdict(True, "fits", "does not fit")
+    reasons = why_not(v) or ["a check failed"]
+    return join([verdict(False, "fits", "does not fit"),
+                 markup("<br><small class='muted'>{}</small>", "; ".join(reasons))])
 
 
 def section(record: RunRecord) -> Section | None:
@@ -20,8 +33,7 @@ def section(record: RunRecord) -> Section | None:
     for tid, target in f.targets.items():
         verdicts = [f.models[n].verdicts[tid] for n in names]
         ram = verdicts[-1].check("ram")
-        rows.append([f"{target.name} ({tid})", target.confidence,
-                     *(verdict(v.fits, "fits", "does not fit") for v in verdicts),
+        rows.append([f"{target.name} ({tid})", target.confidence, *(_verdict_cell(v) for v in verdicts),
                      "" if ram is None else ram.detail, *(v.latency_s for v in verdicts),
                      ", ".join(verdicts[-1].unsupported_ops) or "none"])
     comp = [[k, *(getattr(f.models[n].analysis, k) for n in names)] for k in FIGURES]
