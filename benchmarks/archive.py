@@ -118,7 +118,7 @@ def main() -> None:
                "environment": environment()}
     write_json("archive", payload)
     md = ["# Archive-scale throughput (benchmarks/archive.py)", "",
-          (f"Machine shared with other engineers: load averages are in the table. {payload['model']}; "
+          (f"1-minute load averages before and after each row are in the table (the benchmark's own workers included). {payload['model']}; "
            f"{payload['images']}; P=16 S=4; approx tau={args.tau} r_drill={args.r_drill} (fixed, no tuning). "
            "Throughput does not depend on accuracy (see the script's docstring)."), "",
           "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
