@@ -73,31 +73,31 @@ def _sol25_lines(s: dict, config: Path, cfg) -> list[str]:
     counts = s["data"]["counts"]
     empty = [c for k, c in enumerate(s["data"]["classes"]) if counts["test"][k] == 0]
     return ["## Second, harder setting: 25 classes, official sol-based split", "",
-            f"Config `{config.name}`: all 25 MSL v1 classes, the official split (train on early sols, test on later "
+            (f"Config `{config.name}`: all 25 MSL v1 classes, the official split (train on early sols, test on later "
             f"ones), at most {s['data'].get('cap', 150) or 150} images per class and split: "
             f"{sum(counts['train'])}/{sum(counts['val'])}/{sum(counts['test'])} images; classes without test images: "
-            f"{', '.join(empty) or 'none'}.", "",
-            f"AlexNet-227 with 25 outputs, {cfg.model.epochs} epochs of Adam {cfg.model.lr:g}, batch 32, "
+            f"{', '.join(empty) or 'none'}."), "",
+            (f"AlexNet-227 with 25 outputs, {cfg.model.epochs} epochs of Adam {cfg.model.lr:g}, batch 32, "
             "best-on-validation. With the paper's Adam 1e-3 the same 6 epochs collapsed to predicting one class "
             "(train/val/test 10.6/11.4/1.5 %), so this setting uses 1e-4 (docs/method.md §1b measured 1e-4 as the "
-            "better rate on CPU-sized runs); fine-tuning uses the same rate.", "",
+            "better rate on CPU-sized runs); fine-tuning uses the same rate."), "",
             "| figure | etdeploy |", "|---|---|",
             f"| Train / val / test accuracy | {' / '.join(pct(t['accuracy'][k]) for k in ('train', 'val', 'test'))} |",
             f"| Live neurons of dense2 | {rank.layer('dense2').live} of 4096 |",
-            f"| Sweep areas (dense2) | bottom-first {auc['bottom-first']:.3f}, random {auc['random']:.3f}, "
-            f"top-first {auc['top-first']:.3f} |",
-            f"| 50 % masking, before → after fine-tuning | {pct(p50.test_accuracy.masked.accuracy)} → "
-            f"{pct(finetuned(p50))} |",
-            f"| 95 % masking, before → after fine-tuning | {pct(p95.test_accuracy.masked.accuracy)} → "
-            f"{pct(finetuned(p95))} |",
-            f"| Parameters cut at 95 % (sliced) | {p95.parameters.cut:,} "
-            f"({p95.parameters.percent_cut:.1f} %) |",
+            (f"| Sweep areas (dense2) | bottom-first {auc['bottom-first']:.3f}, random {auc['random']:.3f}, "
+            f"top-first {auc['top-first']:.3f} |"),
+            (f"| 50 % masking, before → after fine-tuning | {pct(p50.test_accuracy.masked.accuracy)} → "
+            f"{pct(finetuned(p50))} |"),
+            (f"| 95 % masking, before → after fine-tuning | {pct(p95.test_accuracy.masked.accuracy)} → "
+            f"{pct(finetuned(p95))} |"),
+            (f"| Parameters cut at 95 % (sliced) | {p95.parameters.cut:,} "
+            f"({p95.parameters.percent_cut:.1f} %) |"),
             f"| Parity of the 95 % model | {'PASS' if s['parity']['passed'] else 'FAIL'} |", "",
-            "This setting is far harder than the paper's: 25 classes trained from scratch on 1420 images, later sols "
+            ("This setting is far harder than the paper's: 25 classes trained from scratch on 1420 images, later sols "
             "in val/test with other class proportions, and classes absent from some splits; the model overfits "
             "(train 75 % vs test 14 %). Wagstaff et al. fine-tuned an ImageNet-pretrained AlexNet, which is not "
             "available here (no downloads). The pipeline still behaves as specified: bottom-first stays above "
-            "top-first, slicing is exact and parity passes on 1051 images.", ""]
+            "top-first, slicing is exact and parity passes on 1051 images."), ""]
 
 
 def pct(v) -> str:
@@ -169,9 +169,9 @@ def main() -> None:
          "Identical geometry (ungrouped AlexNet, LRN, dense 4096/4096/5)."),
         ("Train / val / test accuracy", "91.6 / 85.6 / 84.2 %",
          " / ".join(pct(t["accuracy"][k]) for k in ("train", "val", "test")),
-         f"{cfg.model.epochs} epochs (paper: 50) of Adam 1e-3, batch 32, best-on-validation, on 2 CPU cores; "
+         (f"{cfg.model.epochs} epochs (paper: 50) of Adam 1e-3, batch 32, best-on-validation, on 2 CPU cores; "
          "MSL v1 grouped into the five classes with 'calibration target' in place of the paper's 'sun' "
-         "(no sun images in MSL v1); seeded stratified 80/10/10 split of <= 300 images per class."),
+         "(no sun images in MSL v1); seeded stratified 80/10/10 split of <= 300 images per class.")),
         ("Live neurons of dense layer 2 (of 4096)", "3894", str(rank.layer("dense2").live),
          "Dead = never active on the training split; depends on the trained weights."),
         ("Sweep order of areas (dense2)", "bottom-first > random > top-first",
@@ -188,18 +188,18 @@ def main() -> None:
             if fig11.get("drill_hole_at_most_10pct_after") is not None else "it never falls to 10 % on the sweep grid.")),
         ("50 % masking, before → after fine-tuning", "79.3 → 90.0 %",
          f"{pct(p50.test_accuracy.masked.accuracy)} → {pct(finetuned(p50))}",
-         f"Bottom-first on flatten, dense1 and dense2; fine-tuning {cfg.prune.finetune_epochs} epochs with masks "
-         "held (paper: retraining length not stated)."),
+         (f"Bottom-first on flatten, dense1 and dense2; fine-tuning {cfg.prune.finetune_epochs} epochs with masks "
+         "held (paper: retraining length not stated).")),
         ("95 % masking, before → after fine-tuning", "56.7 → 88.9 %",
          f"{pct(p95.test_accuracy.masked.accuracy)} → {pct(finetuned(p95))}", "As above."),
         ("Parameters cut at 50 % (Table 3)", "40,908,800 (70.2 %)",
-         f"{table3[0]['params_cut']:,} ({table3[0]['percent_of_total']:.1f} %) table; sliced model "
-         f"{p50.parameters.cut:,} ({p50.parameters.percent_cut:.1f} %)",
-         "Table figure counts dense parameters; the sliced model also loses conv5 filters whose every "
-         "flattened position was masked."),
+         (f"{table3[0]['params_cut']:,} ({table3[0]['percent_of_total']:.1f} %) table; sliced model "
+         f"{p50.parameters.cut:,} ({p50.parameters.percent_cut:.1f} %)"),
+         ("Table figure counts dense parameters; the sliced model also loses conv5 filters whose every "
+         "flattened position was masked.")),
         ("Parameters cut at 95 % (Table 3)", "54,416,876 (93.3 %)",
-         f"{table3[-1]['params_cut']:,} ({table3[-1]['percent_of_total']:.1f} %) table; sliced model "
-         f"{p95.parameters.cut:,} ({p95.parameters.percent_cut:.1f} %)",
+         (f"{table3[-1]['params_cut']:,} ({table3[-1]['percent_of_total']:.1f} %) table; sliced model "
+         f"{p95.parameters.cut:,} ({p95.parameters.percent_cut:.1f} %)"),
          "Keep round(n(1-q)) per layer: 217 parameters from the paper's count at 95 % (docs/method.md §3)."),
     ]
     sol = sol_cfg = None
@@ -213,23 +213,23 @@ def main() -> None:
         atomic_write_json(args.out / "results.json", results, overwrite=True)
     parity = s["parity"]
     lines = ["# Does etdeploy reproduce the paper?", "",
-             "Lundstrom et al., *Explainability Tools Enabling Deep Learning in Future In-Situ Real-Time Planetary "
+             ("Lundstrom et al., *Explainability Tools Enabling Deep Learning in Future In-Situ Real-Time Planetary "
              "Explorations*, on the real MSL v1 images (DOI 10.5281/zenodo.1049137), run with "
-             "`python benchmarks/reproduce_paper.py` (config `configs/paper.toml`).", "",
-             f"Data: {sum(s['data']['counts']['train'])}/{sum(s['data']['counts']['val'])}/"
-             f"{sum(s['data']['counts']['test'])} train/val/test images, classes {', '.join(s['data']['classes'])}.",
-             f"Total pipeline compute: {sum(timing.get('stages', {}).values()) / 60:.1f} min on 2 CPU cores "
-             "(per stage in results.json).", "",
+             "`python benchmarks/reproduce_paper.py` (config `configs/paper.toml`)."), "",
+             (f"Data: {sum(s['data']['counts']['train'])}/{sum(s['data']['counts']['val'])}/"
+             f"{sum(s['data']['counts']['test'])} train/val/test images, classes {', '.join(s['data']['classes'])}."),
+             (f"Total pipeline compute: {sum(timing.get('stages', {}).values()) / 60:.1f} min on 2 CPU cores "
+             "(per stage in results.json)."), "",
              "| figure | paper | etdeploy | note on the difference |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    lines += ["", f"Parity of the 95 % model (masked torch, sliced torch, ONNX, simplified ONNX) on the test split: "
+    lines += ["", (f"Parity of the 95 % model (masked torch, sliced torch, ONNX, simplified ONNX) on the test split: "
               f"{'PASS' if parity['passed'] else 'FAIL'}, max |Δ logit| "
-              f"{max(p['max_abs_logit_delta'] for p in parity['pairs']):.2g}.", "",
+              f"{max(p['max_abs_logit_delta'] for p in parity['pairs']):.2g}."), "",
               *(_sol25_lines(sol, args.sol25_config, sol_cfg) if sol is not None else []),
-              "Plots: `training.png`, `sweep_dense2.png` (bottom-first / random / top-first), "
-              "`class_ea_drill_hole.png` (paper Fig. 11).", "",
-              "The full V&V report of this run is `runs/paper/report/report.html` (not committed: it embeds the "
-              "model's figures; regenerate it with the command above). Numbers: `results.json`.", ""]
+              ("Plots: `training.png`, `sweep_dense2.png` (bottom-first / random / top-first), "
+              "`class_ea_drill_hole.png` (paper Fig. 11)."), "",
+              ("The full V&V report of this run is `runs/paper/report/report.html` (not committed: it embeds the "
+              "model's figures; regenerate it with the command above). Numbers: `results.json`."), ""]
     text = "\n".join(lines)
     atomic_write_text(args.out / "COMPARISON.md", text + ("\n" + kept if kept else ""))
     print("\n".join(lines))

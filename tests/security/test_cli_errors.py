@@ -73,8 +73,8 @@ MISSING_FILE_CASES = {
     "package": (["package", "--export", "{M}", "--target", "rad750", "--out", "{O}"],
                 "export directory has no export.json"),
     "run": (["run", "{M}.toml", "--out", "{O}"], "configuration file does not exist"),
-    "report": (["report", "--model", "{M}", "--no-data", "--out", "{O}"], "model directory (etdeploy train) does not "
-               "exist"),
+    "report": (["report", "--model", "{M}", "--no-data", "--out", "{O}"], ("model directory (etdeploy train) does not "
+               "exist")),
 }
 
 
