@@ -91,11 +91,12 @@ def test_parity_collects_every_mismatch(trained_mini, bundled_splits):
     assert "broken vs nudged: top-1 label differs" in message
     assert "good vs nudged: |delta logit| up to 0.001" in message
     assert "good vs nudged: top-1" not in message
-    n_not_class0 = int((np.argmax(_logits(trained_mini, split, spec), axis=1) != 0).sum())
+    logits = _logits(trained_mini, split, spec)
+    n_not_class0 = int((np.argmax(logits, axis=1) != 0).sum())
     assert report.pair("good", "broken").label_disagreements == n_not_class0 > 0
     assert report.pair("good", "nudged").logit_violations == report.n
     # float32 logits: the nudge is 1e-3 up to a few ulps of the largest logit
-    ulp = float(np.spacing(np.float32(np.abs(_logits(trained_mini, split, spec)).max() + 1.0)))
+    ulp = float(np.spacing(np.float32(np.abs(logits).max() + 1.0)))
     assert report.pair("good", "nudged").max_abs_logit_delta == pytest.approx(1e-3, abs=4 * ulp)
     # a looser tolerance accepts the nudge
     ok = check_parity({"good": trained_mini, "nudged": nudged}, split.images, split.labels, spec.mean, spec.std,

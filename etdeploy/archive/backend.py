@@ -133,9 +133,9 @@ def _tagged(obj: Any) -> Any:
     import numpy as np
 
     if isinstance(obj, np.ndarray):
-        buffer = io.BytesIO()
-        np.save(buffer, obj, allow_pickle=False)
-        return {"__npy__": base64.b64encode(buffer.getvalue()).decode("ascii")}
+        from etdeploy.occlusion.output import npy_bytes
+
+        return {"__npy__": base64.b64encode(npy_bytes(obj)).decode("ascii")}
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, bytes):
